@@ -1,0 +1,1 @@
+"""ASR export stage: sherpa-onnx model folders (Whisper conversion, registration, tiny test models)."""

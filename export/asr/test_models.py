@@ -1,0 +1,177 @@
+"""Tiny seeded random-weight streaming models in sherpa-onnx's formats, for CI.
+
+Each graph has exactly the inputs, outputs and metadata sherpa-onnx reads (see edge_cer.speech.families), so
+sherpa's own streaming, endpointing and partial/final logic runs on them. Random weights would emit tokens on
+silence too, so every model adds one designed piece: an energy gate that pushes the blank logit up when the
+chunk's mean log-mel energy is below SILENCE_LOG_ENERGY. Silence then decodes to blanks (and ends the utterance
+by sherpa's trailing-silence rules) while any sound decodes to random letters.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from edge_cer.speech.families import NEMO_CTC_KEYS, TRANSDUCER_ENCODER_KEYS
+
+FEATURE_DIM = 80  # sherpa's default fbank
+SUBSAMPLING = 4  # sherpa hard-codes 4 when turning output frames into timestamps
+CHUNK_FRAMES = 32  # feature frames consumed per chunk (320 ms): output frames = 8
+# log(FLT_EPSILON) = -15.9 is the fbank of digital silence; speech at any usual level is far above -10.
+SILENCE_LOG_ENERGY = -10.0
+GATE_SLOPE = 4.0
+LETTERS = list(string.ascii_lowercase) + ["'"]
+
+
+def _energy(frames: torch.Tensor) -> torch.Tensor:
+    """Mean log-mel energy per output frame: (N, T', SUBSAMPLING * FEATURE_DIM) -> (N, T', 1)."""
+    return frames.mean(dim=-1, keepdim=True)
+
+
+def _gate(energy: torch.Tensor) -> torch.Tensor:
+    return GATE_SLOPE * (SILENCE_LOG_ENERGY - energy)
+
+
+class LstmTransducerEncoder(nn.Module):
+    """icefall lstm_transducer_stateless2's streaming signature: (x, h, c) -> (encoder_out, next_h, next_c)."""
+
+    def __init__(self, d_model: int, rnn_hidden: int, layers: int, joiner_dim: int):
+        super().__init__()
+        self.embed = nn.Linear(SUBSAMPLING * FEATURE_DIM, d_model)
+        self.gates = nn.ModuleList(nn.Linear(2 * d_model, 4 * rnn_hidden) for _ in range(layers))
+        self.proj = nn.ModuleList(nn.Linear(rnn_hidden, d_model) for _ in range(layers))  # LSTMP projection
+        self.out = nn.Linear(d_model, joiner_dim - 1)  # last channel carries the energy
+
+    def forward(self, x, h, c):
+        frames = x[:, :CHUNK_FRAMES].reshape(x.shape[0], CHUNK_FRAMES // SUBSAMPLING, -1)
+        y = torch.tanh(self.embed(frames / 16.0))
+        next_h, next_c = [], []
+        for layer, (gates, proj) in enumerate(zip(self.gates, self.proj)):
+            hl, cl, outs = h[layer], c[layer], []
+            for t in range(y.shape[1]):  # unrolled: the chunk length is fixed
+                i, f, g, o = gates(torch.cat([y[:, t], hl], dim=-1)).chunk(4, dim=-1)
+                cl = torch.sigmoid(f) * cl + torch.sigmoid(i) * torch.tanh(g)
+                hl = proj(torch.sigmoid(o) * torch.tanh(cl))
+                outs.append(hl)
+            y = torch.stack(outs, dim=1)
+            next_h.append(hl)
+            next_c.append(cl)
+        return torch.cat([self.out(y), _energy(frames)], dim=-1), torch.stack(next_h), torch.stack(next_c)
+
+
+class TransducerDecoder(nn.Module):
+    def __init__(self, vocab_size: int, context_size: int, joiner_dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, joiner_dim)
+        self.context_size = context_size
+
+    def forward(self, y):
+        return self.embed(y).mean(dim=1)
+
+
+class TransducerJoiner(nn.Module):
+    def __init__(self, joiner_dim: int, vocab_size: int):
+        super().__init__()
+        self.out = nn.Linear(joiner_dim - 1, vocab_size)
+
+    def forward(self, encoder_out, decoder_out):
+        logits = self.out(torch.tanh(encoder_out[:, :-1] + decoder_out[:, :-1]))
+        blank = torch.zeros_like(logits[:, :1])  # blank is id 0 for sherpa's transducers
+        return logits + torch.cat([blank + _gate(encoder_out[:, -1:]), torch.zeros_like(logits[:, 1:])], dim=-1)
+
+
+class NeMoCtcModel(nn.Module):
+    """NeMo cache-aware streaming CTC signature: (audio_signal, length, cache_last_channel, cache_last_time,
+    cache_last_channel_len) -> (logprobs, encoded_lengths, next caches...). The blank is the last id."""
+
+    def __init__(self, d_model: int, vocab_size: int, cache_frames: int):
+        super().__init__()
+        self.embed = nn.Linear(SUBSAMPLING * FEATURE_DIM, d_model)
+        self.mix = nn.Linear(2 * d_model, d_model)
+        self.out = nn.Linear(d_model, vocab_size + 1)
+        self.cache_frames = cache_frames
+
+    def forward(self, audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len):
+        x = audio_signal.transpose(1, 2)[:, :CHUNK_FRAMES]
+        frames = x.reshape(x.shape[0], CHUNK_FRAMES // SUBSAMPLING, -1)
+        y = torch.tanh(self.embed(frames / 16.0))
+        context = cache_last_channel[:, 0].mean(dim=1, keepdim=True) + cache_last_time[:, 0, :, 0].unsqueeze(1)
+        y = torch.tanh(self.mix(torch.cat([y, context.expand_as(y)], dim=-1)))
+        logits = self.out(y)
+        gate = torch.cat([torch.zeros_like(logits[..., :-1]), _gate(_energy(frames))], dim=-1)
+        next_channel = torch.cat([cache_last_channel[:, 0], y], dim=1)[:, -self.cache_frames:].unsqueeze(1)
+        next_time = torch.stack([y[:, -1], y[:, -2]], dim=-1).unsqueeze(1)
+        encoded_len = torch.clamp(torch.div(length, SUBSAMPLING, rounding_mode="floor"), max=y.shape[1])
+        return (torch.log_softmax(logits + gate, dim=-1), encoded_len, next_channel, next_time,
+                cache_last_channel_len + y.shape[1])
+
+
+def _add_metadata(path: Path, meta: dict) -> None:
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=str(value))
+    onnx.save(model, str(path))
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], meta: dict,
+            dynamic: dict | None = None) -> None:
+    torch.onnx.export(module.eval(), args, str(path), input_names=inputs, output_names=outputs,
+                      opset_version=17, dynamo=False, dynamic_axes=dynamic)
+    _add_metadata(path, meta)
+
+
+def build_transducer(out: Path, seed: int = 0) -> dict:
+    """A 3-file LSTM transducer (model_type `lstm`) plus tokens.txt; returns the manifest entry."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    d_model, rnn_hidden, layers, joiner_dim, context = 32, 48, 2, 24, 2
+    tokens = ["<blk>"] + LETTERS
+    enc, dec, join = (LstmTransducerEncoder(d_model, rnn_hidden, layers, joiner_dim),
+                      TransducerDecoder(len(tokens), context, joiner_dim), TransducerJoiner(joiner_dim, len(tokens)))
+    T = CHUNK_FRAMES + 7  # icefall pads each chunk by 7 frames of right context
+    encoder_meta = {"model_type": "lstm", "num_encoder_layers": layers, "T": T, "decode_chunk_len": CHUNK_FRAMES,
+                    "rnn_hidden_size": rnn_hidden, "d_model": d_model}
+    assert set(encoder_meta) == {"model_type", *TRANSDUCER_ENCODER_KEYS["lstm"]}
+    with torch.no_grad():
+        _export(enc, (torch.zeros(1, T, FEATURE_DIM), torch.zeros(layers, 1, d_model),
+                      torch.zeros(layers, 1, rnn_hidden)), out / "encoder.onnx", ["x", "h", "c"],
+                ["encoder_out", "next_h", "next_c"], encoder_meta,
+                {"x": {0: "N"}, "h": {1: "N"}, "c": {1: "N"}, "encoder_out": {0: "N"}, "next_h": {1: "N"},
+                 "next_c": {1: "N"}})
+        _export(dec, (torch.zeros(1, context, dtype=torch.int64),), out / "decoder.onnx", ["y"], ["decoder_out"],
+                {"vocab_size": len(tokens), "context_size": context}, {"y": {0: "N"}, "decoder_out": {0: "N"}})
+        _export(join, (torch.zeros(1, joiner_dim), torch.zeros(1, joiner_dim)), out / "joiner.onnx",
+                ["encoder_out", "decoder_out"], ["logit"], {"joiner_dim": joiner_dim},
+                {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}})
+    (out / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(tokens)), encoding="utf-8")
+    return {"family": "transducer", "files": {r: f"{out.name}/{r}.onnx" for r in ("encoder", "decoder", "joiner")}
+            | {"tokens": f"{out.name}/tokens.txt"}, "options": {}}
+
+
+def build_nemo_ctc(out: Path, seed: int = 0) -> dict:
+    """A one-file NeMo streaming CTC model plus tokens.txt (blank last); returns the manifest entry."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    d_model, cache_frames = 32, 4
+    model = NeMoCtcModel(d_model, len(LETTERS), cache_frames)
+    meta = {"window_size": CHUNK_FRAMES + 4, "chunk_shift": CHUNK_FRAMES, "subsampling_factor": SUBSAMPLING,
+            "vocab_size": len(LETTERS), "cache_last_channel_dim1": 1, "cache_last_channel_dim2": cache_frames,
+            "cache_last_channel_dim3": d_model, "cache_last_time_dim1": 1, "cache_last_time_dim2": d_model,
+            "cache_last_time_dim3": 2}
+    assert set(meta) == set(NEMO_CTC_KEYS)
+    with torch.no_grad():
+        _export(model, (torch.zeros(1, FEATURE_DIM, meta["window_size"]), torch.tensor([meta["window_size"]]),
+                        torch.zeros(1, 1, cache_frames, d_model), torch.zeros(1, 1, d_model, 2),
+                        torch.zeros(1, dtype=torch.int64)), out / "model.onnx",
+                ["audio_signal", "length", "cache_last_channel", "cache_last_time", "cache_last_channel_len"],
+                ["logprobs", "encoded_lengths", "cache_last_channel_next", "cache_last_time_next",
+                 "cache_last_channel_next_len"], meta)
+    (out / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(LETTERS + ["<blk>"])),
+                                    encoding="utf-8")
+    return {"family": "nemo_ctc", "files": {"model": f"{out.name}/model.onnx", "tokens": f"{out.name}/tokens.txt"},
+            "options": {}}
