@@ -1,0 +1,178 @@
+"""`edge-cer analyze DATA_DIR --out DIR`: the study's statistics from `DATA_DIR/trials.csv`, as JSON and HTML.
+
+    edge-cer analyze data/study --out data/study/analysis
+    edge-cer analyze data/study --out out --stimuli stimuli/      # adds SSIM(stimulus, generated picture)
+
+Reads top to bottom: settings, then numbered steps. Estimators are named where they are used and in the JSON.
+A step that the data cannot support (one participant, one condition) is recorded as skipped with its reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from edge_cer.affect.alignment import alignment, relief
+from edge_cer.affect.picture import load_rgb, picture_proxies, ssim
+from edge_cer.affect.text import afinn_valence, vader_valence
+from edge_cer.analysis import report, stats
+from edge_cer.analysis.columns import read_trials
+from edge_cer.errors import EdgeCerError
+
+# Settings.
+BASELINES = {"strategy": "look", "feedback": "none"}  # treatment coding: effects are relative to these
+MIN_PARTICIPANTS = 3  # rm-ANOVA and paired tests need n - 1 >= 2 error degrees of freedom
+RESULTS_FILE, REPORT_FILE, MEASURES_FILE = "results.json", "report.html", "trial_measures.csv"
+STIMULUS_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data_dir", type=Path, help="data directory holding trials.csv")
+    parser.add_argument("--out", type=Path, required=True, help="directory for results.json, report.html and "
+                        "trial_measures.csv")
+    parser.add_argument("--stimuli", type=Path, default=None,
+                        help="directory of stimulus images named <stimulus_id>.png/.jpg; used only for SSIM")
+
+
+def run(args: argparse.Namespace) -> int:
+    results = analyze(args.data_dir, args.out, stimuli_dir=args.stimuli)
+    print(f"{results['n_participants']} participants, {results['n_trials']} trials analysed; "
+          f"report: {args.out / REPORT_FILE}, statistics: {args.out / RESULTS_FILE}")
+    return 0
+
+
+def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> dict:
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if stimuli_dir is not None and not Path(stimuli_dir).is_dir():
+        raise EdgeCerError(f"--stimuli {stimuli_dir}: not a directory of stimulus images")
+
+    # 1. Read and validate the trial table.
+    trials = read_trials(data_dir)
+
+    # 2. Keep the trials that count: completed main trials with both ratings.
+    kept = trials[(trials["status"] == "completed") & (trials["practice"] == 0)
+                  & trials["rating_pre"].notna() & trials["rating_post"].notna()].copy()
+    if kept.empty:
+        raise EdgeCerError(f"{data_dir / 'trials.csv'}: no completed non-practice trial with both ratings")
+    practice = trials["practice"] == 1
+    not_completed = ~practice & (trials["status"] != "completed")
+    excluded = {"practice": int(practice.sum()), "not_completed": int(not_completed.sum()),
+                "missing_rating": int(len(trials) - len(kept) - practice.sum() - not_completed.sum())}
+
+    # 3. Per-trial measures the session did not record: text valence (VADER; AFINN as the robustness check),
+    #    picture proxies from the picture file, alignment, relief.
+    kept["text_valence"] = kept["text_valence"].fillna(kept["transcript"].map(vader_valence))
+    kept["text_valence_afinn"] = kept["transcript"].map(afinn_valence).astype(float)
+    kept = kept.join(picture_measures(kept, data_dir, stimuli_dir))
+    kept["picture_valence"] = kept["picture_valence"].fillna(kept["valence_proxy"])
+    kept["alignment"] = kept["alignment"].fillna(pd.Series(
+        alignment(kept["text_valence"].to_numpy(), kept["picture_valence"].to_numpy()), index=kept.index))
+    kept["relief"] = relief(kept["rating_pre"].to_numpy(), kept["rating_post"].to_numpy())
+    kept["condition"] = kept["strategy"] + "/" + kept["feedback"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept.to_csv(out_dir / MEASURES_FILE, index=False, na_rep="")
+
+    # 4. Design: the factors that vary; strategy x feedback when fully crossed, else one condition factor.
+    factors = [f for f in ("strategy", "feedback") if kept[f].nunique() > 1]
+    if len(factors) == 2 and kept.groupby(factors).ngroups < kept["strategy"].nunique() * kept["feedback"].nunique():
+        factors = ["condition"]
+    cells = kept.groupby(["participant", *factors], as_index=False)["relief"].mean()
+    n_cells = cells.groupby(factors).ngroups if factors else 1
+    complete = cells.groupby("participant")["relief"].count().loc[lambda n: n == n_cells].index
+    cells = cells[cells["participant"].isin(complete)]
+    results = {"data_dir": str(data_dir), "n_participants": int(kept["participant"].nunique()),
+               "n_trials": len(kept), "excluded_trials": excluded, "factors": factors,
+               "n_complete_participants": len(complete)}
+
+    # 5. Descriptives: mean relief per condition, 95% CI over participant means (stats.CI_METHOD).
+    participant_means = kept.groupby(["participant", "strategy", "feedback"], as_index=False)["relief"].mean()
+    results["condition_means"] = {"method": stats.CI_METHOD, "rows": [
+        {"strategy": s, "feedback": f, **stats.mean_ci(group["relief"])}
+        for (s, f), group in participant_means.groupby(["strategy", "feedback"])]}
+
+    # 6. Repeated-measures ANOVA and 7. pairwise tests on participant cell means.
+    enough = skip_reason(factors, len(complete))
+    results["rm_anova"] = ({"skipped": enough} if enough else
+                           {"method": stats.RM_ANOVA_METHOD,
+                            "rows": stats.rm_anova(cells, "relief", factors, "participant")})
+    results["pairwise"] = ({"skipped": enough} if enough else
+                           {"method": stats.PAIRWISE_METHOD,
+                            "rows": stats.pairwise(cells, "relief", factors, "participant")})
+
+    # 8. Trial-level linear mixed model of relief (treatment coding against BASELINES).
+    terms = [coded(f) for f in factors] or ["1"]
+    mixed_reason = None if kept["participant"].nunique() >= MIN_PARTICIPANTS else (
+        f"needs at least {MIN_PARTICIPANTS} participants")
+    results["mixed_model"] = ({"skipped": mixed_reason} if mixed_reason else stats.mixed_model(
+        kept, "relief ~ " + " * ".join(terms), "participant", "stimulus_id"))
+
+    # 9. Alignment -> relief on AI-feedback trials, within strategy (strategy as fixed effect when it varies).
+    aligned = kept[(kept["feedback"] == "ai") & kept["alignment"].notna()]
+    controls = [" + " + coded("strategy")] if aligned["strategy"].nunique() > 1 else [""]
+    if aligned["participant"].nunique() < MIN_PARTICIPANTS or aligned["alignment"].nunique() < 3:
+        results["alignment_model"] = {"skipped": f"needs AI-feedback trials with alignment from at least "
+                                                 f"{MIN_PARTICIPANTS} participants"}
+    else:
+        results["alignment_model"] = stats.mixed_model(aligned, "relief ~ alignment" + controls[0], "participant",
+                                                       "stimulus_id")
+
+    # 10. Manipulation checks: reappraisals should sound more positive than descriptions (both lexicons).
+    spoken = kept[kept["strategy"].isin(["reappraise", "describe"]) & kept["text_valence"].notna()]
+    results["manipulation_checks"] = {}
+    for measure in ("text_valence", "text_valence_afinn"):
+        check = spoken.groupby(["participant", "strategy"], as_index=False)[measure].mean()
+        both = check.groupby("participant")[measure].count().loc[lambda n: n == 2].index
+        check = check[check["participant"].isin(both)]
+        results["manipulation_checks"][measure] = (
+            {"method": stats.PAIRWISE_METHOD, "rows": stats.pairwise(check, measure, ["strategy"], "participant")}
+            if len(both) >= MIN_PARTICIPANTS else
+            {"skipped": f"needs reappraise and describe transcripts from at least {MIN_PARTICIPANTS} participants"})
+    results["lexicon_agreement"] = {"method": "Pearson r of VADER and AFINN valence over transcribed trials",
+                                    "r": spoken["text_valence"].corr(spoken["text_valence_afinn"]),
+                                    "n": len(spoken)}
+
+    # 11. Write the statistics and the report.
+    results = stats.json_ready(results)
+    (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    report.write(out_dir / REPORT_FILE, results, kept)
+    return results
+
+
+def coded(factor: str) -> str:
+    """A patsy term with treatment coding against the factor's baseline, when the baseline is a level."""
+    baseline = BASELINES.get(factor)
+    return f"C({factor}, Treatment('{baseline}'))" if baseline else f"C({factor})"
+
+
+def skip_reason(factors: list[str], n_complete: int) -> str | None:
+    if not factors:
+        return "only one condition in the data"
+    if n_complete < MIN_PARTICIPANTS:
+        return f"needs at least {MIN_PARTICIPANTS} participants with every condition (have {n_complete})"
+    return None
+
+
+def picture_measures(kept: pd.DataFrame, data_dir: Path, stimuli_dir: Path | None) -> pd.DataFrame:
+    """Proxies (and SSIM against the stimulus when its image is in stimuli_dir) for rows with a picture file."""
+    out = pd.DataFrame(index=kept.index, columns=["valence_proxy", "red_share", "colourfulness", "ssim"], dtype=float)
+    for index, name, stimulus_id in kept[["picture_file", "stimulus_id"]].dropna(subset=["picture_file"]).itertuples():
+        path = data_dir / name
+        if not path.is_file():
+            raise EdgeCerError(f"{data_dir / 'trials.csv'}: picture_file {name!r} not found under {data_dir}")
+        rgb = load_rgb(path)
+        proxies = picture_proxies(rgb)
+        out.loc[index, ["valence_proxy", "red_share", "colourfulness"]] = (
+            proxies.valence_proxy, proxies.red_share, proxies.colourfulness)
+        stimulus = stimulus_file(stimuli_dir, stimulus_id)
+        if stimulus is not None:
+            out.loc[index, "ssim"] = ssim(load_rgb(stimulus), rgb)
+    return out
+
+
+def stimulus_file(stimuli_dir: Path | None, stimulus_id) -> Path | None:
+    if stimuli_dir is None or pd.isna(stimulus_id):
+        return None
+    return next((p for ext in STIMULUS_EXTENSIONS if (p := Path(stimuli_dir) / f"{stimulus_id}{ext}").is_file()), None)

@@ -1,0 +1,68 @@
+"""The contract of `<DATA_DIR>/trials.csv`: one row per trial, these columns in this order; an empty cell is missing.
+
+The session engine writes the file; `analyze` and `simulate` read and write it through this module only.
+rating_* are negative affect on 1-9 (higher = more negative): rating_pre after viewing the stimulus, before
+regulating; rating_post after regulation and feedback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from edge_cer.errors import EdgeCerError
+
+TRIALS_FILE = "trials.csv"
+
+TRIAL_COLUMNS: tuple[str, ...] = (
+    "participant", "session", "block", "trial", "practice", "strategy", "feedback",
+    "stimulus_id", "stimulus_valence", "stimulus_arousal", "transcript", "rating_pre", "rating_post",
+    "rating_pre_rt_ms", "rating_post_rt_ms", "picture_file", "picture_sha256", "seed", "strength", "ip_scale",
+    "steps", "engine_manifest_sha256", "speech_end_s", "transcript_final_s", "picture_ready_s",
+    "picture_shown_s", "text_valence", "picture_valence", "alignment", "status",
+)  # fmt: skip
+
+# Everything else is read as a number; identifiers stay strings so "007" is not participant 7.
+TEXT_COLUMNS = ("participant", "session", "strategy", "feedback", "stimulus_id", "transcript", "picture_file",
+                "picture_sha256", "engine_manifest_sha256", "status")  # fmt: skip
+STRATEGIES = ("reappraise", "describe", "look")
+FEEDBACKS = ("ai", "none")
+STATUSES = ("completed", "skipped", "aborted")
+ALLOWED = {"strategy": STRATEGIES, "feedback": FEEDBACKS, "status": STATUSES, "practice": (0, 1)}
+
+
+def read_trials(data_dir: str | Path) -> pd.DataFrame:
+    """Reads and validates `<data_dir>/trials.csv`; raises EdgeCerError naming the file and the fix."""
+    path = Path(data_dir) / TRIALS_FILE
+    if not path.is_file():
+        raise EdgeCerError(f"{path}: not found; run a session into {data_dir} or `edge-cer simulate --out {data_dir}`")
+    header = pd.read_csv(path, nrows=0).columns.tolist()
+    missing = [c for c in TRIAL_COLUMNS if c not in header]
+    if missing:
+        raise EdgeCerError(f"{path}: missing column(s) {', '.join(missing)}; the header must be: {','.join(TRIAL_COLUMNS)}")
+    trials = pd.read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
+                         na_values={c: [""] for c in TRIAL_COLUMNS})
+    for column in TRIAL_COLUMNS:
+        if column in TEXT_COLUMNS:
+            continue
+        numbers = pd.to_numeric(trials[column], errors="coerce")
+        bad = trials[column].notna() & numbers.isna()
+        if bad.any():
+            row = int(bad.idxmax()) + 2  # header is line 1
+            raise EdgeCerError(f"{path}: line {row}, column {column}: {trials.at[bad.idxmax(), column]!r} is not a number")
+        trials[column] = numbers
+    for column, allowed in ALLOWED.items():
+        bad = trials[column].notna() & ~trials[column].isin(allowed)
+        if bad.any():
+            row = int(bad.idxmax()) + 2
+            raise EdgeCerError(f"{path}: line {row}, column {column}: {trials.at[bad.idxmax(), column]!r} is not one of {allowed}")
+    return trials[list(TRIAL_COLUMNS)]
+
+
+def write_trials(trials: pd.DataFrame, data_dir: str | Path) -> Path:
+    """Writes the columns in contract order; NaN becomes an empty cell."""
+    path = Path(data_dir) / TRIALS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trials.loc[:, list(TRIAL_COLUMNS)].to_csv(path, index=False, na_rep="")
+    return path

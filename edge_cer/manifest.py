@@ -1,0 +1,129 @@
+"""The export folder's manifest: the one place that knows its file layout and verifies its hashes.
+
+    OUT/manifest.json
+    OUT/<graph>/model.onnx (+ model.onnx.data for graphs over protobuf's 2 GB limit)
+    OUT/tokenizer/           CLIP tokenizer files (tokenizer.json read by the `tokenizers` library)
+    OUT/scheduler/scheduler_config.json
+    OUT/tensorrt/<graph>.plan, timing.cache   (only with --tensorrt)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_cer.errors import EdgeCerError
+from edge_cer.graphs import GraphSpec, ModelDims, sd_graphs
+
+FORMAT = "edge-cer-sd-export"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TOKENIZER_DIR = "tokenizer"
+SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
+TENSORRT_DIR = "tensorrt"
+EXTERNAL_DATA_SUFFIX = ".data"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_tree(root: Path, skip: tuple[str, ...] = (MANIFEST,)) -> dict[str, str]:
+    """SHA-256 of every file under root, keyed by POSIX relative path, sorted."""
+    root = Path(root)
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).as_posix() not in skip
+    }
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class ExportManifest:
+    """A verified export folder. `data` is the manifest.json content."""
+
+    root: Path
+    data: dict
+
+    @property
+    def dims(self) -> ModelDims:
+        return ModelDims.from_dict(self.data["model"]["dims"])
+
+    @property
+    def graphs(self) -> dict[str, GraphSpec]:
+        return sd_graphs(self.dims)
+
+    def graph_path(self, name: str) -> Path:
+        return self.root / self.data["graphs"][name]["file"]
+
+    def engine_path(self, name: str) -> Path:
+        return self.root / self.data["tensorrt"]["engines"][name]["file"]
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / TOKENIZER_DIR
+
+    @property
+    def scheduler_config_path(self) -> Path:
+        return self.root / SCHEDULER_CONFIG
+
+    @property
+    def sha256(self) -> str:
+        """Identity of this export: the hash of its manifest (which holds every file's hash)."""
+        return sha256_file(self.root / MANIFEST)
+
+
+def is_export_dir(path: Path) -> bool:
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def load_manifest(root: str | Path, verify: bool = True) -> ExportManifest:
+    """Read OUT/manifest.json and (by default) check every listed file's SHA-256."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise EdgeCerError(f"{path}: no manifest; point --engines at a folder written by `edge-cer export sd`")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise EdgeCerError(f"{path}: not valid JSON ({exc}); re-run `edge-cer export sd`") from exc
+    if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+        raise EdgeCerError(
+            f"{path}: not an edge-cer SD export (format {data.get('format')!r} v{data.get('format_version')}); "
+            f"re-export with this version of edge-cer"
+        )
+    if verify:
+        verify_files(root, data["files"])
+    return ExportManifest(root, data)
+
+
+def verify_files(root: Path, files: dict[str, str]) -> None:
+    """Refuse a folder whose files are missing or differ from the manifest, naming the first bad file."""
+    for rel, expected in files.items():
+        p = root / rel
+        if not p.is_file():
+            raise EdgeCerError(f"{p}: missing (listed in {root / MANIFEST}); re-run the export or copy the whole folder")
+        if sha256_file(p) != expected:
+            raise EdgeCerError(
+                f"{p}: SHA-256 differs from {root / MANIFEST} (corrupt or modified); re-run the export"
+            )

@@ -1,0 +1,232 @@
+"""The CER protocol: a TOML file read into frozen dataclasses whose defaults say why they are what they are.
+
+    protocol = load_protocol("my_study.toml")     # or load_protocol() for the shipped default
+    protocol.conditions                            # (Condition('reappraise', 'ai'), ...)
+
+Every key is optional (the default applies) but an unknown key, a wrong type or a contradiction is refused with one
+line naming the file, the key and the fix: a typo must never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from edge_cer.errors import EdgeCerError
+
+STRATEGIES = ("reappraise", "describe", "look")
+FEEDBACK = ("ai", "none")
+DEFAULT_PROTOCOL = "default_protocol.toml"
+
+
+@dataclass(frozen=True)
+class Condition:
+    strategy: str
+    feedback: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.strategy}_{self.feedback}"
+
+    @property
+    def speaks(self) -> bool:
+        """Whether the regulation phase records speech ("look" is the silent baseline)."""
+        return self.strategy != "look"
+
+
+@dataclass(frozen=True)
+class Design:
+    strategies: tuple[str, ...] = ("reappraise", "describe")  # describe = active control that also speaks
+    feedback: tuple[str, ...] = ("ai", "none")  # fully crossed with strategies: a 2 x 2 within-subject design
+    look_baseline: bool = False  # an extra look/none block; off in the published 2 x 2 design
+    trials_per_condition: int = 8  # 4 conditions x 8 = 32 trials: ~30 min, the usual CER session length
+    practice_trials: int = 4  # one per condition, with stimuli never used in the main blocks
+    stimulus_selection: str = "most_negative"  # which stimuli fill the design when the set is larger: or "random"
+
+
+@dataclass(frozen=True)
+class Durations:
+    """Seconds. `speaking` and `rating` are limits: an ASR endpoint or a key press ends them sooner."""
+
+    fixation: float = 1.0  # re-centres gaze; long enough to see, short enough not to bore
+    stimulus: float = 6.0  # a full look at the aversive picture before any rating (CER tasks use 4-8 s)
+    cue: float = 2.0  # the strategy word alone, so the instruction is read before speaking starts
+    speaking: float = 20.0  # a spoken reappraisal rarely needs longer; the endpoint usually ends it first
+    look: float = 10.0  # the silent baseline's regulation window, about a typical spoken reappraisal
+    feedback: float = 6.0  # the AI picture (or a blank screen of equal length in the no-feedback condition)
+    rating: float = 10.0  # time limit per rating; no answer is logged as missing, never guessed
+    iti: float = 2.0  # lets the previous picture's affect decay before the next fixation
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    low: int = 1  # SAM-style 9-point scale, as in the IAPS norms
+    high: int = 9
+    low_label: str = "not negative at all"
+    high_label: str = "extremely negative"
+    pre_prompt: str = "How negative do you feel right now?"  # after viewing, before regulating
+    post_prompt: str = "How negative do you feel now?"  # after regulating (and the feedback picture)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Recorded with every picture; the picture engine reads them (names follow the engine's arguments)."""
+
+    strength: float = 0.6  # img2img strength: keeps the scene recognisable while changing its meaning
+    ip_scale: float = 0.6  # IP-Adapter weight of the stimulus picture
+    steps: int = 4  # denoising steps: few-step schedulers keep speech-end -> picture short on a CPU
+
+
+@dataclass(frozen=True)
+class Instructions:
+    welcome: str = (
+        "You will see pictures, some of them unpleasant. After each picture a word tells you what to do, "
+        "then you speak for a while, and you rate how negative you feel."
+    )
+    practice: str = "First a few practice trials."
+    reappraise: str = "REAPPRAISE: say out loud a way of seeing the picture that makes it less negative."
+    describe: str = "DESCRIBE: say out loud what you see in the picture, plainly and objectively."
+    look: str = "LOOK: just look at the picture and let your feelings come as they are."
+    feedback_ai: str = "After speaking you will see a picture made from what you said."
+    feedback_none: str = "After speaking the screen stays empty for a moment."
+    block_break: str = "Take a short break. Continue when you are ready."
+    end: str = "Thank you, the session is complete."
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str = "cer-default"
+    seed: int = 20240521  # the randomisation seed; each participant's stream is derived from it and their number
+    time_scale: float = 1.0  # multiplies every duration: 0 runs scripted tests without waiting
+    design: Design = field(default_factory=Design)
+    durations: Durations = field(default_factory=Durations)
+    rating: RatingScale = field(default_factory=RatingScale)
+    generation: Generation = field(default_factory=Generation)
+    instructions: Instructions = field(default_factory=Instructions)
+    source: str = "<default>"  # where it was read from (not a TOML key)
+    text: str = ""  # the exact TOML text, stored in every session database (not a TOML key)
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        crossed = [Condition(s, f) for s in self.design.strategies for f in self.design.feedback]
+        return tuple(crossed + ([Condition("look", "none")] if self.design.look_baseline else []))
+
+    @property
+    def uses_ai_feedback(self) -> bool:
+        return any(c.feedback == "ai" for c in self.conditions)
+
+    @property
+    def stimuli_needed(self) -> int:
+        return len(self.conditions) * self.design.trials_per_condition + self.design.practice_trials
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def seconds(self, phase: str) -> float:
+        """A phase's requested duration after `time_scale`."""
+        return getattr(self.durations, phase) * self.time_scale
+
+
+_SECTIONS = {f.name: f for f in dataclasses.fields(Protocol) if dataclasses.is_dataclass(f.default_factory)}
+_TOP_KEYS = ("name", "seed", "time_scale")
+
+
+def load_protocol(path: str | Path | None = None) -> Protocol:
+    """Read and validate a protocol TOML file; `None` reads the shipped default."""
+    if path is None:
+        text = resources.files(__package__).joinpath(DEFAULT_PROTOCOL).read_text()
+        source = f"<default {DEFAULT_PROTOCOL}>"
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise EdgeCerError(f"--protocol {path}: cannot read it ({exc.strerror}); give an existing TOML file") from exc
+        source = str(path)
+    return parse_protocol(text, source)
+
+
+def parse_protocol(text: str, source: str = "<string>") -> Protocol:
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgeCerError(f"{source}: not valid TOML ({exc}); fix the syntax at that line") from exc
+    sections = {}
+    for key, value in table.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise EdgeCerError(f"{source}: `{key}` must be a table; write it as [{key}]")
+            sections[key] = _read_section(_SECTIONS[key].default_factory, value, source, key)
+        elif key not in _TOP_KEYS:
+            raise EdgeCerError(
+                f"{source}: unknown key `{key}`; valid top-level keys: {', '.join(_TOP_KEYS + tuple(_SECTIONS))}"
+            )
+    top = _read_section(Protocol, {k: table[k] for k in _TOP_KEYS if k in table}, source, None)
+    protocol = dataclasses.replace(top, **sections, source=source, text=text)
+    _check(protocol)
+    return protocol
+
+
+def _read_section(cls, values: dict, source: str, section: str | None):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    where = f"[{section}] " if section else ""
+    defaults = cls()
+    for key, value in values.items():
+        if key not in fields or key in ("source", "text"):
+            valid = ", ".join(n for n in fields if n not in _SECTIONS and n not in ("source", "text"))
+            raise EdgeCerError(f"{source}: {where}unknown key `{key}`; valid keys: {valid}")
+        expected = type(getattr(defaults, key))
+        ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+        if expected is tuple:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if isinstance(value, bool) and expected is not bool:
+            ok = False
+        if not ok:
+            raise EdgeCerError(
+                f"{source}: {where}`{key}` = {value!r} must be {expected.__name__}; e.g. {key} = {_toml(getattr(defaults, key))}"
+            )
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def _toml(value) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def _check(p: Protocol) -> None:
+    def refuse(key: str, problem: str, fix: str):
+        raise EdgeCerError(f"{p.source}: {key} {problem}; {fix}")
+
+    d = p.design
+    for key, levels, valid in (("strategies", d.strategies, STRATEGIES[:2]), ("feedback", d.feedback, FEEDBACK)):
+        if not levels:
+            refuse(f"[design] {key}", "is empty", f"list at least one of {list(valid)}")
+        for level in levels:
+            if level not in valid:
+                refuse(f"[design] {key}", f"has unknown level {level!r}", f"use only {list(valid)}")
+        if len(set(levels)) != len(levels):
+            refuse(f"[design] {key}", f"repeats a level in {list(levels)}", "list each level once")
+    if d.trials_per_condition < 1:
+        refuse("[design] trials_per_condition", f"= {d.trials_per_condition}", "use 1 or more")
+    if d.practice_trials < 0:
+        refuse("[design] practice_trials", f"= {d.practice_trials}", "use 0 or more")
+    if d.stimulus_selection not in ("most_negative", "random"):
+        refuse("[design] stimulus_selection", f"= {d.stimulus_selection!r}", 'use "most_negative" or "random"')
+    for f in dataclasses.fields(Durations):
+        if getattr(p.durations, f.name) < 0:
+            refuse(f"[durations] {f.name}", f"= {getattr(p.durations, f.name)} is negative", "use 0 or more seconds")
+    for limit in ("speaking", "rating"):
+        if getattr(p.durations, limit) <= 0 and p.time_scale > 0:
+            refuse(f"[durations] {limit}", "is 0, so nobody could answer", "give a limit above 0 seconds")
+    if p.time_scale < 0:
+        refuse("time_scale", f"= {p.time_scale} is negative", "use 1 for real sessions, 0 for instant scripted runs")
+    if p.rating.high <= p.rating.low:
+        refuse("[rating] high", f"= {p.rating.high} is not above low = {p.rating.low}", "e.g. low = 1, high = 9")
+    g = p.generation
+    if not (0 < g.strength <= 1) or g.ip_scale < 0 or g.steps < 1:
+        refuse("[generation]", f"strength={g.strength}, ip_scale={g.ip_scale}, steps={g.steps}", "need 0 < strength <= 1, ip_scale >= 0, steps >= 1")

@@ -1,0 +1,305 @@
+"""Seeded random-weight SD + IP-Adapter models, saved in the public layouts a real user has.
+
+    <out>/<preset>/                         a diffusers StableDiffusionPipeline folder
+    <out>/<preset>-ip/models/ip-adapter_sd15.safetensors          h94 layout, base adapter (4 tokens)
+    <out>/<preset>-ip/models/ip-adapter-plus_sd15.safetensors     h94 layout, plus adapter (Resampler, 16 tokens)
+    <out>/<preset>-ip/models/image_encoder/                       CLIPVisionModelWithProjection
+
+Presets: `tiny-sd15` / `tiny-sd2` (seconds to build; the test models) and `sd15` / `sd21` / `sd-turbo`
+(architecture-true: the real configs with random weights, for honest latency and the >2 GB external-data path).
+Random weights give noise pictures, but real shapes, real timings and real numerics.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.metadata
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+# Scheduler configs as the public checkpoints ship them.
+_SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+EULER_SD15 = dict(_class_name="EulerDiscreteScheduler", **_SD_BETAS, steps_offset=1, timestep_spacing="leading",
+                  prediction_type="epsilon", interpolation_type="linear", use_karras_sigmas=False)
+PNDM_SD15 = dict(_class_name="PNDMScheduler", **_SD_BETAS, set_alpha_to_one=False, skip_prk_steps=True,
+                 steps_offset=1, clip_sample=False, trained_betas=None)
+DDIM_SD21_V = dict(_class_name="DDIMScheduler", **_SD_BETAS, clip_sample=False, set_alpha_to_one=False,
+                   steps_offset=1, skip_prk_steps=True, prediction_type="v_prediction")
+EULER_TURBO = dict(_class_name="EulerDiscreteScheduler", **_SD_BETAS, steps_offset=1, timestep_spacing="trailing",
+                   prediction_type="epsilon", interpolation_type="linear", use_karras_sigmas=False)
+
+
+@dataclass(frozen=True)
+class Preset:
+    unet: dict
+    vae: dict
+    text: dict  # CLIPTextConfig kwargs (vocab and special ids are the real CLIP tokenizer's)
+    vision: dict  # CLIPVisionConfig kwargs of the adapter's image encoder
+    scheduler: dict
+    pad_token: str  # "<|endoftext|>" (SD-1.x, OpenAI CLIP) or "!" (SD-2.x, OpenCLIP)
+    plus_hidden: int = 768  # Resampler width (a multiple of 64: heads = width / 64)
+    vae_scaling: float = 0.18215
+    extra: dict = field(default_factory=dict)
+
+
+_TINY_UNET = dict(
+    block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    norm_num_groups=8,
+)
+# Four blocks so the VAE downsamples by 8 like every real SD VAE (the runtime relies on it).
+_TINY_VAE = dict(
+    block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=64,
+)
+_TINY_VISION = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=3,
+                    image_size=32, patch_size=8, projection_dim=24, hidden_act="gelu")
+
+_SD_VAE = dict(
+    block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, latent_channels=4,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512,
+)
+_SD_BLOCKS = dict(
+    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, in_channels=4, out_channels=4,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
+_SD21_UNET = dict(**_SD_BLOCKS, sample_size=96, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+                  use_linear_projection=True)
+_OPENCLIP_H_TEXT = dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=23,
+                        hidden_act="gelu", projection_dim=512)
+# ViT-H/14 (laion2B), the image encoder of h94's SD-1.5 adapters.
+_VIT_H = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=16, num_hidden_layers=32,
+              image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu")
+
+PRESETS: dict[str, Preset] = {
+    "tiny-sd15": Preset(
+        unet=dict(**_TINY_UNET, cross_attention_dim=32, attention_head_dim=8),
+        vae=_TINY_VAE,
+        text=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=3,
+                  hidden_act="quick_gelu"),
+        vision=_TINY_VISION, scheduler=EULER_SD15, pad_token="<|endoftext|>", plus_hidden=64,
+    ),
+    # SD-2 shape: linear projections, per-block head dims, v-prediction, OpenCLIP's "!" padding.
+    "tiny-sd2": Preset(
+        unet=dict(**_TINY_UNET, cross_attention_dim=48, attention_head_dim=(2, 4), use_linear_projection=True),
+        vae=_TINY_VAE,
+        text=dict(hidden_size=48, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, hidden_act="gelu"),
+        vision=_TINY_VISION, scheduler=DDIM_SD21_V, pad_token="!", plus_hidden=64,
+    ),
+    "sd15": Preset(
+        unet=dict(**_SD_BLOCKS, sample_size=64, cross_attention_dim=768, attention_head_dim=8),
+        vae=_SD_VAE,
+        text=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                  hidden_act="quick_gelu", projection_dim=768),
+        vision=_VIT_H, scheduler=PNDM_SD15, pad_token="<|endoftext|>",
+    ),
+    "sd21": Preset(unet=_SD21_UNET, vae={**_SD_VAE, "sample_size": 768}, text=_OPENCLIP_H_TEXT, vision=_VIT_H,
+                   scheduler=DDIM_SD21_V, pad_token="!"),
+    # SD-Turbo: the SD-2.1 architecture at 512², distilled for 1-4 steps with Euler "trailing".
+    "sd-turbo": Preset(unet={**_SD21_UNET, "sample_size": 64}, vae=_SD_VAE, text=_OPENCLIP_H_TEXT, vision=_VIT_H,
+                       scheduler=EULER_TURBO, pad_token="!"),
+}
+
+
+def clip_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP's BPE vocabulary and merges, built the way OpenAI's CLIP builds them, from the
+    `bpe_simple_vocab_16e6.txt.gz` inside the open_clip_torch wheel (read as a file: importing open_clip
+    would import torchvision)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    try:
+        path = importlib.metadata.distribution("open_clip_torch").locate_file("open_clip/bpe_simple_vocab_16e6.txt.gz")
+        lines = gzip.open(path).read().decode("utf-8").split("\n")
+    except (importlib.metadata.PackageNotFoundError, FileNotFoundError) as exc:
+        raise RuntimeError(
+            "the CLIP BPE vocabulary comes from the open_clip_torch wheel: pip install --no-deps open_clip_torch"
+        ) from exc
+    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+    symbols = list(bytes_to_unicode().values())
+    symbols += [s + "</w>" for s in symbols]
+    symbols += ["".join(m) for m in merges]
+    symbols += ["<|startoftext|>", "<|endoftext|>"]
+    return {s: i for i, s in enumerate(symbols)}, merges
+
+
+def build_tokenizer(pad_token: str):
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_vocabulary()
+    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token, model_max_length=77)
+
+
+def build_pipeline_folder(preset: str, out: Path, seed: int = 0) -> Path:
+    """A diffusers StableDiffusionPipeline folder with seeded random weights (safetensors)."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel
+
+    p = PRESETS[preset]
+    tokenizer = build_tokenizer(p.pad_token)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**p.unet)
+    _jitter_norms(unet, seed)
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(**p.vae, scaling_factor=p.vae_scaling)
+    _jitter_norms(vae, seed + 1)
+    torch.manual_seed(seed + 2)
+    text_config = CLIPTextConfig(
+        **p.text, vocab_size=len(tokenizer), max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    text_encoder = CLIPTextModel(text_config)
+    size = p.vision["image_size"]
+    feature_extractor = CLIPImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+        image_mean=CLIP_MEAN, image_std=CLIP_STD, do_convert_rgb=True,
+    )
+    scheduler = _scheduler_from_dict(p.scheduler)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=feature_extractor, image_encoder=None, requires_safety_checker=False,
+    )
+    out = Path(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    # Keep the scheduler config as the checkpoint would ship it (diffusers adds its own keys).
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(p.scheduler, indent=2) + "\n")
+    _write_slow_tokenizer_files(out / "tokenizer", p.pad_token)
+    return out
+
+
+def _write_slow_tokenizer_files(folder: Path, pad_token: str) -> None:
+    """Published SD folders ship vocab.json + merges.txt (no tokenizer.json); mirror that layout so the
+    export stage is tested on what users have."""
+    vocab, merges = clip_vocabulary()
+    (folder / "tokenizer.json").unlink()
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+               "pad_token": pad_token}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+
+
+def build_ip_adapters(preset: str, out: Path, seed: int = 0) -> dict[str, Path]:
+    """h94-layout IP-Adapter files (base + plus) and their image encoder, matched to the preset's UNet."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.embeddings import ImageProjection, IPAdapterPlusImageProjection
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    p = PRESETS[preset]
+    models = Path(out) / "models"
+    torch.manual_seed(seed + 10)
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**p.vision))
+    encoder.save_pretrained(models / "image_encoder", safe_serialization=True)
+
+    cross = p.unet["cross_attention_dim"]
+    with torch.device("meta"):  # only the attention layout is needed, not weights
+        layout = UNet2DConditionModel(**p.unet)
+    attn = _ip_attention_layers(layout)
+
+    torch.manual_seed(seed + 11)
+    base_proj = ImageProjection(image_embed_dim=p.vision["projection_dim"], cross_attention_dim=cross,
+                                num_image_text_embeds=4)
+    _jitter_norms(base_proj, seed + 11)
+    torch.manual_seed(seed + 12)
+    plus_proj = IPAdapterPlusImageProjection(
+        embed_dims=p.vision["hidden_size"], output_dims=cross, hidden_dims=p.plus_hidden,
+        heads=p.plus_hidden // 64, num_queries=16,
+    )
+    _jitter_norms(plus_proj, seed + 12)
+
+    files = {}
+    for kind, proj, to_h94 in (("base", base_proj, _base_proj_to_h94), ("plus", plus_proj, _plus_proj_to_h94)):
+        torch.manual_seed(seed + 20 + len(files))
+        state = {f"image_proj.{k}": v for k, v in to_h94(proj.state_dict()).items()}
+        for i, hidden in enumerate(attn):  # h94 numbers attention processors; cross-attention ones are odd
+            for name in ("to_k_ip", "to_v_ip"):
+                state[f"ip_adapter.{2 * i + 1}.{name}.weight"] = torch.nn.Linear(cross, hidden, bias=False).weight
+        path = models / ("ip-adapter_sd15.safetensors" if kind == "base" else "ip-adapter-plus_sd15.safetensors")
+        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path))
+        files[kind] = path
+    return files
+
+
+def _ip_attention_layers(unet) -> list[int]:
+    """Hidden size of each cross-attention layer in `unet.attn_processors` order (diffusers' convention)."""
+    blocks = list(unet.config.block_out_channels)
+    sizes = []
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            sizes.append(blocks[-1])
+        elif name.startswith("up_blocks"):
+            sizes.append(blocks[::-1][int(name.split(".")[1])])
+        else:
+            sizes.append(blocks[int(name.split(".")[1])])
+    return sizes
+
+
+def _base_proj_to_h94(sd: dict) -> dict:
+    return {k.replace("image_embeds.", "proj."): v for k, v in sd.items()}
+
+
+def _plus_proj_to_h94(sd: dict) -> dict:
+    """diffusers' IPAdapterPlusImageProjection names -> the original Resampler names (inverse of
+    diffusers' `_convert_ip_adapter_image_proj_to_diffusers`)."""
+    out = {}
+    for k, v in sd.items():
+        parts = k.split(".")
+        if parts[0] != "layers":
+            out[k] = v
+            continue
+        i, rest = parts[1], ".".join(parts[2:])
+        if rest.startswith("ln0."):
+            out[f"layers.{i}.0.norm1.{rest[4:]}"] = v
+        elif rest.startswith("ln1."):
+            out[f"layers.{i}.0.norm2.{rest[4:]}"] = v
+        elif rest == "attn.to_q.weight":
+            out[f"layers.{i}.0.to_q.weight"] = v
+        elif rest == "attn.to_k.weight":
+            out[f"layers.{i}.0.to_kv.weight"] = torch.cat([v, sd[k.replace("to_k", "to_v")]], dim=0)
+        elif rest == "attn.to_v.weight":
+            continue  # folded into to_kv above
+        elif rest == "attn.to_out.0.weight":
+            out[f"layers.{i}.0.to_out.weight"] = v
+        elif rest.startswith("ff.0."):
+            out[f"layers.{i}.1.0.{rest[5:]}"] = v
+        elif rest == "ff.1.net.0.proj.weight":
+            out[f"layers.{i}.1.1.weight"] = v
+        elif rest == "ff.1.net.2.weight":
+            out[f"layers.{i}.1.3.weight"] = v
+        else:
+            raise KeyError(f"unmapped Resampler weight {k}")
+    return out
+
+
+def _jitter_norms(module: torch.nn.Module, seed: int) -> None:
+    """Default init leaves norm weights at 1 and biases at 0, which hides wiring mistakes (e.g. a missing
+    LayerNorm bias); perturb them so parity tests see every parameter."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm)) and m.weight is not None:
+                m.weight.add_(0.1 * torch.randn(m.weight.shape, generator=g))
+                m.bias.add_(0.1 * torch.randn(m.bias.shape, generator=g))
+
+
+def _scheduler_from_dict(config: dict):
+    import diffusers
+
+    return getattr(diffusers, config["_class_name"]).from_config(config)
+
+
+def build(preset: str, out: Path, seed: int = 0) -> tuple[Path, dict[str, Path]]:
+    """Build a preset's pipeline folder and its adapters under `out`; returns (model dir, {kind: adapter file})."""
+    out = Path(out)
+    model = build_pipeline_folder(preset, out / preset, seed)
+    adapters = build_ip_adapters(preset, out / f"{preset}-ip", seed)
+    return model, adapters

@@ -1,0 +1,176 @@
+"""`edge-cer export sd`: SD + IP-Adapter -> validated ONNX graphs (+ TensorRT engines) + manifest.json.
+
+Everything is written into a temporary folder beside --out and renamed into place at the end, so a failure
+(bad input, disk full, Ctrl-C) never leaves a half-written export behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from edge_cer.errors import EdgeCerError
+from edge_cer.graphs import VAE_DOWNSAMPLE, sd_graphs
+from edge_cer.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, SCHEDULER_CONFIG, TOKENIZER_DIR, hash_tree,
+                               is_export_dir, write_json_atomic)
+from export import onnx_export
+from export.checkpoint import load_ip_adapter, load_sd, source_hashes
+from export.models import graph_modules, model_dims
+
+OPTIMIZER_TYPES = {"text_encoder": "clip", "image_encoder": "clip", "unet": "unet", "vae_encoder": "vae",
+                   "vae_decoder": "vae"}
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class ExportOptions:
+    model: Path
+    ip_adapter: Path
+    out: Path
+    image_encoder: Path | None = None
+    precision: str = "fp32"
+    height: int = 512
+    width: int = 512
+    optimize: str = "none"  # none | cpu | gpu
+    tensorrt: bool = False
+    tensorrt_dynamic: bool = False
+    force: bool = False
+    force_external_data: bool = False  # tests: exercise the external-data path on tiny graphs
+
+
+def spatial_multiple(unet) -> int:
+    """Pixels must be a multiple of this: the VAE's 8 times the UNet's 2x downsamplings."""
+    return VAE_DOWNSAMPLE * 2 ** (len(unet.config.block_out_channels) - 1)
+
+
+def check_options(o: ExportOptions) -> None:
+    if o.precision not in ("fp32", "fp16"):
+        raise EdgeCerError(f"--precision {o.precision}: use fp32 or fp16")
+    if o.out.exists() and not o.force:
+        if not o.out.is_dir() or any(o.out.iterdir()):
+            what = "an edge-cer export" if is_export_dir(o.out) else "not an edge-cer export"
+            raise EdgeCerError(f"{o.out}: already exists ({what}); choose another --out or pass --force to replace it")
+    if o.out.exists() and o.force and o.out.is_dir() and any(o.out.iterdir()) and not is_export_dir(o.out):
+        raise EdgeCerError(f"{o.out}: exists and is not an edge-cer export; --force only replaces earlier exports")
+
+
+def export_sd(o: ExportOptions, console: Console | None = None) -> Path:
+    console = console or Console(stderr=True)
+    check_options(o)
+    o.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{o.out.name}.", suffix=".partial", dir=o.out.parent))
+    try:
+        _export_into(o, tmp, console)
+        if o.out.exists():
+            old = o.out.with_name(f".{o.out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            o.out.rename(old)
+            tmp.rename(o.out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(o.out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno == errno.ENOSPC:
+            raise EdgeCerError(f"{o.out.parent}: disk full during export; nothing was written to {o.out}. "
+                               f"Free space (an SD-1.5 fp32 export needs about 5 GB) and re-run") from exc
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return o.out
+
+
+def _export_into(o: ExportOptions, tmp: Path, console: Console) -> None:
+    started = time.perf_counter()
+    ckpt = load_sd(o.model)
+    ip = load_ip_adapter(o.ip_adapter, ckpt.unet, o.image_encoder)
+    multiple = spatial_multiple(ckpt.unet)
+    for name, v in (("--height", o.height), ("--width", o.width)):
+        if v <= 0 or v % multiple:
+            raise EdgeCerError(f"{name} {v}: must be a positive multiple of {multiple} for {o.model}")
+    dims = model_dims(ckpt, ip)
+    specs = sd_graphs(dims)
+    modules = graph_modules(ckpt, ip)
+    export_shape = {"batch": 2, "height": o.height, "width": o.width}
+    # Two shapes per graph: the export resolution without guidance, and another batch and aspect ratio.
+    check_shapes = [{"batch": 1, "height": o.height, "width": o.width},
+                    {"batch": 2, "height": o.height + multiple, "width": max(multiple, o.width - multiple)}]
+
+    graphs = {}
+    progress = Progress(TextColumn("[bold]{task.description:<28}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                        TimeElapsedColumn(), console=console, transient=False)
+    with progress:
+        for name, spec in specs.items():
+            task = progress.add_task(f"export {name}", total=4, info="")
+            path = tmp / spec.file
+            t0 = time.perf_counter()
+            onnx_export.export_graph(modules[name], spec, export_shape, path, force_external=o.force_external_data)
+            progress.update(task, advance=1, info="checker")
+            onnx_export.check(path)
+            entry = spec.describe(**export_shape)
+            if o.optimize != "none" and name in OPTIMIZER_TYPES:
+                progress.update(task, info="optimize")
+                entry["optimized"] = onnx_export.optimize(path, OPTIMIZER_TYPES[name], use_gpu=o.optimize == "gpu")
+            progress.update(task, advance=1, info=o.precision)
+            if o.precision == "fp16":
+                onnx_export.to_fp16(path)
+            progress.update(task, advance=1, info="validate vs torch")
+            entry["validation"] = onnx_export.validate(modules[name], spec, path, check_shapes, o.precision).to_dict()
+            entry.update(precision=o.precision, opset=onnx_export.OPSET, bytes=onnx_export.file_size(path),
+                         export_seconds=round(time.perf_counter() - t0, 2))
+            graphs[name] = entry
+            progress.update(task, advance=1, info=f"max diff {entry['validation']['max_rel_diff']:.1e}")
+
+    ckpt.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)  # writes tokenizer.json for the `tokenizers` library
+    (tmp / SCHEDULER_CONFIG).parent.mkdir(parents=True)
+    # Copied as text: DPM configs may hold -Infinity, which json.dumps would rewrite.
+    shutil.copyfile(o.model / "scheduler" / "scheduler_config.json", tmp / SCHEDULER_CONFIG)
+
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created_unix": int(time.time()),
+        "model": {
+            "dims": dims.to_dict(),
+            "adapter": {"type": ip.kind, "tokens": ip.tokens, "file": ip.path.name},
+            "prediction_type": ckpt.scheduler_config.get("prediction_type", "epsilon"),
+            "vae_scaling_factor": float(ckpt.vae.config.scaling_factor),
+            "spatial_multiple": multiple,
+            "pad_token": ckpt.tokenizer.pad_token,
+            "image_preprocess": {"size": dims.image_size, "resample": "bicubic", "mean": CLIP_MEAN, "std": CLIP_STD},
+        },
+        "export_shape": {"height": o.height, "width": o.width},
+        "scheduler": json.loads((tmp / SCHEDULER_CONFIG).read_text()),
+        "graphs": graphs,
+        "source": source_hashes(ckpt, ip),
+        "tools": _tool_versions(),
+    }
+    if o.tensorrt:
+        from export.tensorrt import build_engines
+
+        manifest["tensorrt"] = build_engines(tmp, specs, graphs, o, console)
+    manifest["files"] = hash_tree(tmp)
+    write_json_atomic(tmp / MANIFEST, manifest)
+    console.print(f"[green]exported[/] {len(graphs)} graphs in {time.perf_counter() - started:.1f} s -> {o.out}")
+
+
+def _tool_versions() -> dict:
+    tools = {"python": platform.python_version()}
+    for pkg in ("edge-cer", "torch", "diffusers", "transformers", "onnx", "onnxruntime"):
+        try:
+            tools[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001 - a missing tool is recorded, not fatal
+            tools[pkg] = None
+    return tools
