@@ -55,11 +55,11 @@ def export_graph(module: torch.nn.Module, spec: GraphSpec, dims: dict, path: Pat
     # export is checked on a second shape instead, which catches any branch that froze wrongly.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, args, str(path), dynamo=False, opset_version=OPSET, do_constant_folding=True,
-                input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
-                dynamic_axes=spec.dynamic_axes(),
-            )
+        torch.onnx.export(
+            module, args, str(path), dynamo=False, opset_version=OPSET, do_constant_folding=True,
+            input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
+            dynamic_axes=spec.dynamic_axes(),
+        )
     params = sum(p.numel() * p.element_size() for p in module.parameters())
     if force_external or params > EXTERNAL_DATA_BYTES or _has_loose_tensors(path):
         consolidate_external_data(path)

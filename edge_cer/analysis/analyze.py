@@ -53,14 +53,14 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> d
     trials = read_trials(data_dir)
 
     # 2. Keep the trials that count: completed main trials with both ratings.
-    kept = trials[(trials["status"] == "completed") & (trials["practice"] == 0)
-                  & trials["rating_pre"].notna() & trials["rating_post"].notna()].copy()
-    if kept.empty:
-        raise EdgeCerError(f"{data_dir / 'trials.csv'}: no completed non-practice trial with both ratings")
     practice = trials["practice"] == 1
     not_completed = ~practice & (trials["status"] != "completed")
+    rated = trials["rating_pre"].notna() & trials["rating_post"].notna()
+    kept = trials[~practice & ~not_completed & rated].copy()
+    if kept.empty:
+        raise EdgeCerError(f"{data_dir / 'trials.csv'}: no completed non-practice trial with both ratings")
     excluded = {"practice": int(practice.sum()), "not_completed": int(not_completed.sum()),
-                "missing_rating": int(len(trials) - len(kept) - practice.sum() - not_completed.sum())}
+                "missing_rating": int((~practice & ~not_completed & ~rated).sum())}
 
     # 3. Per-trial measures the session did not record: text valence (VADER; AFINN as the robustness check),
     #    picture proxies from the picture file, alignment, relief.

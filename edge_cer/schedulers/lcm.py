@@ -92,12 +92,13 @@ class LCMScheduler(StepIndex):
     def scale_model_input(self, sample: np.ndarray, timestep=None) -> np.ndarray:
         return sample
 
-    def _boundary_condition_scalings(self, timestep: int) -> tuple[float, float]:
-        """c_skip and c_out of the consistency parameterisation (sigma_data = 0.5), in double as diffusers."""
-        sigma_data = 0.5
-        scaled_timestep = timestep * self.timestep_scaling
+    def _boundary_condition_scalings(self, timestep: int) -> tuple[np.float32, np.float32]:
+        """c_skip and c_out of the consistency parameterisation (sigma_data = 0.5); float32, because diffusers
+        computes them from the pipeline's timestep tensor."""
+        sigma_data = np.float32(0.5)
+        scaled_timestep = np.float32(timestep) * np.float32(self.timestep_scaling)
         c_skip = sigma_data**2 / (scaled_timestep**2 + sigma_data**2)
-        c_out = scaled_timestep / (scaled_timestep**2 + sigma_data**2) ** 0.5
+        c_out = scaled_timestep / np.sqrt(scaled_timestep**2 + sigma_data**2)
         return c_skip, c_out
 
     def step(self, model_output: np.ndarray, timestep, sample: np.ndarray, noise=None) -> SchedulerOutput:

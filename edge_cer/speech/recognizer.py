@@ -1,0 +1,349 @@
+"""Streaming speech recognition over sherpa-onnx: partial results while someone speaks, a final one when they stop.
+
+Three modes, chosen by what the ASR folder holds (see edge_cer.speech.manifest):
+
+- ``streaming``: a sherpa ``OnlineRecognizer``; partials as its text changes, a final at each endpoint.
+- ``two-pass``: the same partials and endpoints; the final text comes from an ``OfflineRecognizer`` (Whisper)
+  run on the utterance's audio.
+- ``vad``: no streaming model. Silero VAD cuts speech segments; the offline model re-decodes the growing segment
+  for partials and decodes the whole segment for the final.
+
+Example (a complete run over a file, fast)::
+
+    import soundfile as sf
+    from edge_cer.speech.recognizer import create_recognizer
+
+    recognizer = create_recognizer("models/asr")
+    stream = recognizer.create_stream()
+    samples, sample_rate = sf.read("speech.wav", dtype="float32")
+    stream.accept_waveform(sample_rate, samples)
+    for event in recognizer.decode(stream) + recognizer.finish(stream):
+        print(event)
+
+Live use goes through `RecognizerWorker`, which runs the same verbs in a thread so the caller never blocks.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_cer.errors import EdgeCerError
+from edge_cer.speech.families import SILERO_VAD_SAMPLE_RATE, SILERO_VAD_WINDOW
+from edge_cer.speech.manifest import SAMPLE_RATE, AsrFolder, ModelFiles, load_asr_folder
+
+
+@dataclass(frozen=True)
+class Partial:
+    """The current, still changing text of the utterance. `t`: audio time (s) decoded so far."""
+
+    text: str
+    t: float
+
+
+@dataclass(frozen=True)
+class Final:
+    """A finished utterance. `t_endpoint`: audio time (s) where speech ended; `t_final`: audio time at which the
+    end was detected; `wall`: `time.monotonic()` when the text was ready (for latency measurements)."""
+
+    text: str
+    t_endpoint: float
+    t_final: float
+    wall: float = field(default_factory=time.monotonic)
+
+
+Event = Partial | Final
+
+
+@dataclass
+class RecognizerConfig:
+    """Settings; each default says why."""
+
+    num_threads: int = 2  # the lab CPU also runs the TUI and the picture client; sherpa's examples use 1-2
+    # sherpa-onnx's endpoint rules (seconds of trailing silence; utterance cap). Its defaults: 2.4 s with no words
+    # yet, 1.2 s after words (shorter cuts reappraisals at thinking pauses), 20 s at most (bounded memory).
+    rule1_min_trailing_silence: float = 2.4
+    rule2_min_trailing_silence: float = 1.2
+    rule3_min_utterance_length: float = 20.0
+    # Silero VAD (vad mode): a pause this long ends the utterance. 0.3 s keeps the final within the 0.5 s target.
+    vad_min_silence: float = 0.3
+    vad_threshold: float = 0.5  # Silero's own default speech probability threshold
+    vad_max_speech: float = 20.0  # Whisper reads at most 30 s; same cap as the streaming rule 3
+    partial_interval: float = 0.32  # vad mode: re-decode the growing segment every 320 ms of new speech
+
+
+def _check_rate(sample_rate: int) -> None:
+    if sample_rate != SAMPLE_RATE:
+        raise EdgeCerError(f"audio at {sample_rate} Hz, the models read {SAMPLE_RATE} Hz; open it through "
+                           "edge_cer.speech.audio (which resamples) or resample it first")
+
+
+def _offline_text(offline, samples: np.ndarray) -> str:
+    """One offline decode (sherpa's OfflineRecognizer verbs)."""
+    stream = offline.create_stream()
+    stream.accept_waveform(SAMPLE_RATE, samples)
+    offline.decode_stream(stream)
+    return stream.result.text.strip()
+
+
+class SpeechStream:
+    """Audio of one speaker. Holds the sherpa stream (streaming modes) and the current utterance's samples."""
+
+    def __init__(self, online_stream=None, vad=None):
+        self.online = online_stream
+        self.vad = vad
+        self.pending = np.zeros(0, np.float32)  # vad mode: samples not yet a whole VAD window
+        self.utterance: list[np.ndarray] = []  # samples since the last final (two-pass / vad partials)
+        self.utterance_start = 0  # sample index where `utterance` starts
+        self.num_samples = 0  # samples accepted in total: the audio clock
+        self.last_text = ""
+        self.last_partial_at = 0
+        self.finished = False
+
+    @property
+    def t(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> None:
+        """Append mono float32 samples in [-1, 1] at the model rate."""
+        _check_rate(sample_rate)
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise EdgeCerError(f"audio chunk of shape {samples.shape}; pass mono samples (edge_cer.speech.audio "
+                               "mixes channels down)")
+        if self.finished:
+            raise EdgeCerError("audio after input_finished(); create a new stream for new audio")
+        if self.online is not None:
+            self.online.accept_waveform(SAMPLE_RATE, samples)
+        if self.vad is not None:
+            self.pending = np.concatenate([self.pending, samples])
+        self.utterance.append(samples)
+        self.num_samples += len(samples)
+
+    def utterance_samples(self) -> np.ndarray:
+        return np.concatenate(self.utterance) if self.utterance else np.zeros(0, np.float32)
+
+    def start_utterance(self, at_sample: int) -> None:
+        """Forget audio before `at_sample` (keeps memory bounded on long recordings)."""
+        audio = self.utterance_samples()
+        keep = audio[max(0, at_sample - self.utterance_start):]
+        self.utterance = [keep] if len(keep) else []
+        self.utterance_start = self.num_samples - len(keep)
+        self.last_text = ""
+        self.last_partial_at = self.num_samples
+
+
+class StreamingRecognizer:
+    """sherpa ``OnlineRecognizer`` (streaming mode), optionally with an offline model for the final (two-pass)."""
+
+    mode = "streaming"
+
+    def __init__(self, online, offline=None, config: RecognizerConfig | None = None):
+        self.online, self.offline = online, offline
+        self.config = config or RecognizerConfig()
+        if offline is not None:
+            self.mode = "two-pass"
+
+    def create_stream(self) -> SpeechStream:
+        return SpeechStream(online_stream=self.online.create_stream())
+
+    def decode(self, stream: SpeechStream) -> list[Event]:
+        """Decode what is ready; return a Partial when the text changed and a Final at an endpoint."""
+        events: list[Event] = []
+        while self.online.is_ready(stream.online):
+            self.online.decode_stream(stream.online)
+        result = self.online.get_result_all(stream.online)
+        text = result.text.strip()
+        if text != stream.last_text:
+            stream.last_text = text
+            events.append(Partial(text, stream.t))
+        if self.online.is_endpoint(stream.online):
+            events += self._endpoint(stream, result)
+        return events
+
+    def finish(self, stream: SpeechStream) -> list[Event]:
+        """End of input: pad the tail so the last frames are decoded, then close the utterance."""
+        if stream.finished:
+            return []
+        tail = np.zeros(int(0.66 * SAMPLE_RATE), np.float32)  # sherpa's examples pad 0.66 s
+        stream.online.accept_waveform(SAMPLE_RATE, tail)
+        stream.online.input_finished()
+        stream.finished = True
+        events = [e for e in self.decode(stream) if not isinstance(e, Final)]
+        return events + self._endpoint(stream, self.online.get_result_all(stream.online))
+
+    def _endpoint(self, stream: SpeechStream, result) -> list[Event]:
+        text = result.text.strip()
+        segment_start = stream.utterance_start / SAMPLE_RATE
+        t_end = segment_start + (result.timestamps[-1] + 0.04 if result.timestamps else 0.0)
+        if text and self.offline is not None:
+            end = int(min(t_end + 0.2, stream.t) * SAMPLE_RATE)  # a little trailing audio helps Whisper end
+            text = _offline_text(self.offline, stream.utterance_samples()[: end - stream.utterance_start])
+        events: list[Event] = [Final(text, min(t_end, stream.t), stream.t)] if text else []
+        if not stream.finished:
+            # A fresh sherpa stream (not `reset`) so a long recording never accumulates features.
+            stream.online = self.online.create_stream()
+        stream.start_utterance(stream.num_samples)
+        return events
+
+
+class VadRecognizer:
+    """Silero VAD segments + an offline model (vad mode): partials by re-decoding, a final per segment."""
+
+    mode = "vad"
+
+    def __init__(self, offline, vad_config, config: RecognizerConfig | None = None):
+        import sherpa_onnx
+
+        self.offline, self.vad_config = offline, vad_config
+        self.config = config or RecognizerConfig()
+        self._new_vad = lambda: sherpa_onnx.VoiceActivityDetector(vad_config, buffer_size_in_seconds=60)
+
+    def create_stream(self) -> SpeechStream:
+        return SpeechStream(vad=self._new_vad())
+
+    def decode(self, stream: SpeechStream) -> list[Event]:
+        events: list[Event] = []
+        n = len(stream.pending) // SILERO_VAD_WINDOW * SILERO_VAD_WINDOW
+        for i in range(0, n, SILERO_VAD_WINDOW):
+            stream.vad.accept_waveform(stream.pending[i:i + SILERO_VAD_WINDOW])
+        stream.pending = stream.pending[n:]
+        events += self._pop_segments(stream)
+        if stream.vad.is_speech_detected():
+            due = stream.num_samples - stream.last_partial_at >= self.config.partial_interval * SAMPLE_RATE
+            if due:
+                stream.last_partial_at = stream.num_samples
+                text = _offline_text(self.offline, stream.utterance_samples())
+                if text and text != stream.last_text:
+                    stream.last_text = text
+                    events.append(Partial(text, stream.t))
+        elif not events:
+            # Silence: keep only a short pre-roll so memory stays bounded and partials start near the speech.
+            stream.start_utterance(stream.num_samples - int(0.5 * SAMPLE_RATE))
+        return events
+
+    def finish(self, stream: SpeechStream) -> list[Event]:
+        if stream.finished:
+            return []
+        stream.finished = True
+        events = self.decode(stream)
+        stream.vad.flush()
+        return events + self._pop_segments(stream)
+
+    def _pop_segments(self, stream: SpeechStream) -> list[Event]:
+        events: list[Event] = []
+        while not stream.vad.empty():
+            segment = stream.vad.front
+            stream.vad.pop()
+            text = _offline_text(self.offline, np.asarray(segment.samples, np.float32))
+            t_end = (segment.start + len(segment.samples)) / SAMPLE_RATE
+            if text:
+                events.append(Final(text, t_end, stream.t))
+            stream.start_utterance(segment.start + len(segment.samples))
+        return events
+
+
+Recognizer = StreamingRecognizer | VadRecognizer
+
+
+def _online_recognizer(model: ModelFiles, config: RecognizerConfig):
+    import sherpa_onnx
+
+    files = {role: str(path) for role, path in model.files.items()}
+    common = dict(tokens=files["tokens"], num_threads=config.num_threads, enable_endpoint_detection=True,
+                  rule1_min_trailing_silence=config.rule1_min_trailing_silence,
+                  rule2_min_trailing_silence=config.rule2_min_trailing_silence,
+                  rule3_min_utterance_length=config.rule3_min_utterance_length)
+    factory = {
+        "transducer": lambda: sherpa_onnx.OnlineRecognizer.from_transducer(
+            encoder=files["encoder"], decoder=files["decoder"], joiner=files["joiner"], **common),
+        "zipformer2_ctc": lambda: sherpa_onnx.OnlineRecognizer.from_zipformer2_ctc(model=files["model"], **common),
+        "nemo_ctc": lambda: sherpa_onnx.OnlineRecognizer.from_nemo_ctc(model=files["model"], **common),
+    }[model.family.name]
+    return factory()
+
+
+def _offline_recognizer(model: ModelFiles, config: RecognizerConfig):
+    import sherpa_onnx
+
+    files = model.files
+    return sherpa_onnx.OfflineRecognizer.from_whisper(
+        encoder=str(files["encoder"]), decoder=str(files["decoder"]), tokens=str(files["tokens"]),
+        language=model.options.get("language", ""), task="transcribe", num_threads=config.num_threads)
+
+
+def _vad_config(model: ModelFiles, config: RecognizerConfig):
+    import sherpa_onnx
+
+    vad = sherpa_onnx.VadModelConfig()
+    vad.silero_vad.model = str(model.files["model"])
+    vad.silero_vad.threshold = config.vad_threshold
+    vad.silero_vad.min_silence_duration = config.vad_min_silence
+    vad.silero_vad.max_speech_duration = config.vad_max_speech
+    vad.silero_vad.window_size = SILERO_VAD_WINDOW  # sherpa exits on any other window for Silero v5+
+    vad.sample_rate = SILERO_VAD_SAMPLE_RATE  # sherpa exits on any other rate
+    vad.num_threads = 1  # a 512-sample window is far too small to split across threads
+    return vad
+
+
+def create_recognizer(asr_dir: str | Path | AsrFolder, config: RecognizerConfig | None = None) -> Recognizer:
+    """Build the recognizer an ASR folder supports (streaming, two-pass or vad), after verifying the folder."""
+    folder = asr_dir if isinstance(asr_dir, AsrFolder) else load_asr_folder(asr_dir)
+    config = config or RecognizerConfig()
+    streaming, offline = folder.model("streaming"), folder.model("offline")
+    offline_rec = _offline_recognizer(offline, config) if offline else None
+    if streaming:
+        return StreamingRecognizer(_online_recognizer(streaming, config), offline_rec, config)
+    return VadRecognizer(offline_rec, _vad_config(folder.model("vad"), config), config)
+
+
+class RecognizerWorker:
+    """Runs a recognizer in a thread: `push` audio from any thread, receive events on `events` (or a callback).
+
+    `push` never blocks; the worker decodes whatever has arrived, so a slow decode coalesces audio instead of
+    falling behind chunk by chunk. `close()` finishes the stream and waits for the last Final.
+    """
+
+    def __init__(self, recognizer: Recognizer, on_event: Callable[[Event], None] | None = None):
+        self.recognizer = recognizer
+        self.stream = recognizer.create_stream()
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.on_event = on_event or self.events.put
+        self.error: BaseException | None = None
+        self._audio: queue.Queue[np.ndarray | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="speech-recognizer", daemon=True)
+        self._thread.start()
+
+    def push(self, samples: np.ndarray) -> None:
+        """Queue mono float32 samples at the model rate (16 kHz)."""
+        self._audio.put(np.asarray(samples, dtype=np.float32))
+
+    def close(self, timeout: float | None = None) -> None:
+        self._audio.put(None)
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            done = False
+            while not done:
+                chunks = [self._audio.get()]
+                while not self._audio.empty():  # coalesce: decode once per burst of arrivals
+                    chunks.append(self._audio.get_nowait())
+                done = chunks[-1] is None
+                audio = [c for c in chunks if c is not None]
+                if audio:
+                    self.stream.accept_waveform(SAMPLE_RATE, np.concatenate(audio))
+                for event in self.recognizer.decode(self.stream):
+                    self.on_event(event)
+            for event in self.recognizer.finish(self.stream):
+                self.on_event(event)
+        except BaseException as exc:  # surfaced to the caller by close()
+            self.error = exc
