@@ -39,8 +39,9 @@ def _afinn() -> Afinn:
     return Afinn(language="en")
 
 
-def _is_empty(text: str | None) -> bool:
-    return text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip()
+def _is_empty(text) -> bool:
+    """No transcript: None, NaN, pandas' NA or blank. Anything not a string counts as none."""
+    return not isinstance(text, str) or not text.strip()
 
 
 def vader_valence(text: str | None) -> float:

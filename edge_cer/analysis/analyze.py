@@ -103,7 +103,7 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> d
                             "rows": stats.pairwise(cells, "relief", factors, "participant")})
 
     # 8. Trial-level linear mixed model of relief (treatment coding against BASELINES).
-    terms = [coded(f) for f in factors] or ["1"]
+    terms = [coded(f, kept) for f in factors] or ["1"]
     mixed_reason = None if kept["participant"].nunique() >= MIN_PARTICIPANTS else (
         f"needs at least {MIN_PARTICIPANTS} participants")
     results["mixed_model"] = ({"skipped": mixed_reason} if mixed_reason else stats.mixed_model(
@@ -111,7 +111,7 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> d
 
     # 9. Alignment -> relief on AI-feedback trials, within strategy (strategy as fixed effect when it varies).
     aligned = kept[(kept["feedback"] == "ai") & kept["alignment"].notna()]
-    controls = [" + " + coded("strategy")] if aligned["strategy"].nunique() > 1 else [""]
+    controls = [" + " + coded("strategy", aligned)] if aligned["strategy"].nunique() > 1 else [""]
     if aligned["participant"].nunique() < MIN_PARTICIPANTS or aligned["alignment"].nunique() < 3:
         results["alignment_model"] = {"skipped": f"needs AI-feedback trials with alignment from at least "
                                                  f"{MIN_PARTICIPANTS} participants"}
@@ -141,10 +141,11 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> d
     return results
 
 
-def coded(factor: str) -> str:
-    """A patsy term with treatment coding against the factor's baseline, when the baseline is a level."""
+def coded(factor: str, data: pd.DataFrame) -> str:
+    """A patsy term, treatment-coded against the factor's baseline when that level is in `data`."""
     baseline = BASELINES.get(factor)
-    return f"C({factor}, Treatment('{baseline}'))" if baseline else f"C({factor})"
+    present = baseline is not None and (data[factor] == baseline).any()
+    return f"C({factor}, Treatment('{baseline}'))" if present else f"C({factor})"
 
 
 def skip_reason(factors: list[str], n_complete: int) -> str | None:
