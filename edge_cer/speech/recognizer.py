@@ -59,6 +59,7 @@ class Final:
 
 
 Event = Partial | Final
+FEED = int(0.1 * SAMPLE_RATE)  # streaming: samples fed to sherpa between endpoint checks
 
 
 @dataclass
@@ -93,12 +94,16 @@ def _offline_text(offline, samples: np.ndarray) -> str:
 
 
 class SpeechStream:
-    """Audio of one speaker. Holds the sherpa stream (streaming modes) and the current utterance's samples."""
+    """Audio of one speaker: samples not yet decoded, the sherpa stream (or VAD), the current utterance.
+
+    `accept_waveform` only queues samples; the recognizer's `decode` feeds them to sherpa in `FEED` slices and
+    checks for an endpoint after each, so one large accept (a whole file) still ends every utterance in place.
+    """
 
     def __init__(self, online_stream=None, vad=None):
         self.online = online_stream
         self.vad = vad
-        self.pending = np.zeros(0, np.float32)  # vad mode: samples not yet a whole VAD window
+        self.pending = np.zeros(0, np.float32)  # accepted, not yet fed to sherpa
         self.utterance: list[np.ndarray] = []  # samples since the last final (two-pass / vad partials)
         self.utterance_start = 0  # sample index where `utterance` starts
         self.num_samples = 0  # samples accepted in total: the audio clock
@@ -119,12 +124,16 @@ class SpeechStream:
                                "mixes channels down)")
         if self.finished:
             raise EdgeCerError("audio after input_finished(); create a new stream for new audio")
-        if self.online is not None:
-            self.online.accept_waveform(SAMPLE_RATE, samples)
-        if self.vad is not None:
-            self.pending = np.concatenate([self.pending, samples])
-        self.utterance.append(samples)
-        self.num_samples += len(samples)
+        self.pending = np.concatenate([self.pending, samples])
+
+    def take(self, n: int) -> np.ndarray | None:
+        """The next `n` pending samples (fewer only when finished), now part of the utterance and the clock."""
+        if len(self.pending) < n and not (self.finished and len(self.pending)):
+            return None
+        piece, self.pending = self.pending[:n], self.pending[n:]
+        self.utterance.append(piece)
+        self.num_samples += len(piece)
+        return piece
 
     def utterance_samples(self) -> np.ndarray:
         return np.concatenate(self.utterance) if self.utterance else np.zeros(0, np.float32)
@@ -153,29 +162,33 @@ class StreamingRecognizer:
     def create_stream(self) -> SpeechStream:
         return SpeechStream(online_stream=self.online.create_stream())
 
-    def decode(self, stream: SpeechStream) -> list[Event]:
-        """Decode what is ready; return a Partial when the text changed and a Final at an endpoint."""
+    def decode(self, stream: SpeechStream, partials: bool = True) -> list[Event]:
+        """Decode the pending audio; a Partial when the text changed (if `partials`), a Final at each endpoint."""
         events: list[Event] = []
-        while self.online.is_ready(stream.online):
-            self.online.decode_stream(stream.online)
-        result = self.online.get_result_all(stream.online)
-        text = result.text.strip()
-        if text != stream.last_text:
-            stream.last_text = text
-            events.append(Partial(text, stream.t))
-        if self.online.is_endpoint(stream.online):
-            events += self._endpoint(stream, result)
+        while (piece := stream.take(FEED)) is not None:
+            stream.online.accept_waveform(SAMPLE_RATE, piece)
+            while self.online.is_ready(stream.online):
+                self.online.decode_stream(stream.online)
+            result = self.online.get_result_all(stream.online)
+            text = result.text.strip()
+            if partials and text != stream.last_text:
+                stream.last_text = text
+                events.append(Partial(text, stream.t))
+            if self.online.is_endpoint(stream.online):
+                events += self._endpoint(stream, result)
         return events
 
     def finish(self, stream: SpeechStream) -> list[Event]:
         """End of input: pad the tail so the last frames are decoded, then close the utterance."""
         if stream.finished:
             return []
+        stream.finished = True
+        events = self.decode(stream)
         tail = np.zeros(int(0.66 * SAMPLE_RATE), np.float32)  # sherpa's examples pad 0.66 s
         stream.online.accept_waveform(SAMPLE_RATE, tail)
         stream.online.input_finished()
-        stream.finished = True
-        events = [e for e in self.decode(stream) if not isinstance(e, Final)]
+        while self.online.is_ready(stream.online):
+            self.online.decode_stream(stream.online)
         return events + self._endpoint(stream, self.online.get_result_all(stream.online))
 
     def _endpoint(self, stream: SpeechStream, result) -> list[Event]:
@@ -186,9 +199,8 @@ class StreamingRecognizer:
             end = int(min(t_end + 0.2, stream.t) * SAMPLE_RATE)  # a little trailing audio helps Whisper end
             text = _offline_text(self.offline, stream.utterance_samples()[: end - stream.utterance_start])
         events: list[Event] = [Final(text, min(t_end, stream.t), stream.t)] if text else []
-        if not stream.finished:
-            # A fresh sherpa stream (not `reset`) so a long recording never accumulates features.
-            stream.online = self.online.create_stream()
+        # A fresh sherpa stream (not `reset`): a long recording must not accumulate features.
+        stream.online = self.online.create_stream()
         stream.start_utterance(stream.num_samples)
         return events
 
@@ -208,16 +220,15 @@ class VadRecognizer:
     def create_stream(self) -> SpeechStream:
         return SpeechStream(vad=self._new_vad())
 
-    def decode(self, stream: SpeechStream) -> list[Event]:
+    def decode(self, stream: SpeechStream, partials: bool = True) -> list[Event]:
+        """Feed the VAD window by window; a Final per finished segment, a re-decoded Partial when due."""
         events: list[Event] = []
-        n = len(stream.pending) // SILERO_VAD_WINDOW * SILERO_VAD_WINDOW
-        for i in range(0, n, SILERO_VAD_WINDOW):
-            stream.vad.accept_waveform(stream.pending[i:i + SILERO_VAD_WINDOW])
-        stream.pending = stream.pending[n:]
-        events += self._pop_segments(stream)
+        while (piece := stream.take(SILERO_VAD_WINDOW)) is not None:
+            stream.vad.accept_waveform(np.pad(piece, (0, SILERO_VAD_WINDOW - len(piece))))
+            events += self._pop_segments(stream)
         if stream.vad.is_speech_detected():
             due = stream.num_samples - stream.last_partial_at >= self.config.partial_interval * SAMPLE_RATE
-            if due:
+            if partials and due:
                 stream.last_partial_at = stream.num_samples
                 text = _offline_text(self.offline, stream.utterance_samples())
                 if text and text != stream.last_text:
@@ -232,7 +243,7 @@ class VadRecognizer:
         if stream.finished:
             return []
         stream.finished = True
-        events = self.decode(stream)
+        events = self.decode(stream, partials=False)
         stream.vad.flush()
         return events + self._pop_segments(stream)
 
@@ -341,7 +352,8 @@ class RecognizerWorker:
                 audio = [c for c in chunks if c is not None]
                 if audio:
                     self.stream.accept_waveform(SAMPLE_RATE, np.concatenate(audio))
-                for event in self.recognizer.decode(self.stream):
+                # Partials only when caught up: a backlog means the final matters more than a stale partial.
+                for event in self.recognizer.decode(self.stream, partials=self._audio.empty()):
                     self.on_event(event)
             for event in self.recognizer.finish(self.stream):
                 self.on_event(event)
