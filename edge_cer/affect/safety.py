@@ -20,6 +20,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from edge_cer.affect.json_ready import json_ready
+
 SHOW, REGENERATE, FALLBACK = "show", "regenerate", "fallback"
 
 
@@ -63,10 +65,8 @@ class GateDecision:
         return self.action == SHOW
 
     def record(self) -> dict:
-        """One JSON-serialisable log row."""
-        row = asdict(self)
-        row["reasons"] = list(self.reasons)
-        return row
+        """One log row, valid JSON: non-finite scores become null (the reasons say which value it was)."""
+        return json_ready(asdict(self))
 
 
 def decide(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from edge_cer.affect.alignment import alignment, relief
+from edge_cer.affect.json_ready import json_ready
 from edge_cer.affect.picture import load_rgb, picture_proxies, ssim
 from edge_cer.affect.text import afinn_valence, vader_valence
 from edge_cer.analysis import report, stats
@@ -23,7 +24,7 @@ from edge_cer.analysis.columns import read_trials
 from edge_cer.errors import EdgeCerError
 
 # Settings.
-BASELINES = {"strategy": "look", "feedback": "none"}  # treatment coding: effects are relative to these
+BASELINES = {"strategy": "describe", "feedback": "none"}  # treatment coding: the 2 x 2 design's active control
 MIN_PARTICIPANTS = 3  # rm-ANOVA and paired tests need n - 1 >= 2 error degrees of freedom
 RESULTS_FILE, REPORT_FILE, MEASURES_FILE = "results.json", "report.html", "trial_measures.csv"
 STIMULUS_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -75,16 +76,21 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> d
     out_dir.mkdir(parents=True, exist_ok=True)
     kept.to_csv(out_dir / MEASURES_FILE, index=False, na_rep="")
 
-    # 4. Design: the factors that vary; strategy x feedback when fully crossed, else one condition factor.
-    factors = [f for f in ("strategy", "feedback") if kept[f].nunique() > 1]
-    if len(factors) == 2 and kept.groupby(factors).ngroups < kept["strategy"].nunique() * kept["feedback"].nunique():
+    # 4. Design: the inferential models use the strategies crossed with every feedback level (the protocol's 2 x 2);
+    #    a look/none baseline block appears in the descriptives and plots. Factors with one level drop out; cells
+    #    that are not crossed become one `condition` factor.
+    crossed = [s for s, g in kept.groupby("strategy") if g["feedback"].nunique() == kept["feedback"].nunique()]
+    design = kept[kept["strategy"].isin(crossed)] if len(crossed) > 1 else kept
+    factors = [f for f in ("strategy", "feedback") if design[f].nunique() > 1]
+    if len(factors) == 2 and design.groupby(factors).ngroups < design["strategy"].nunique() * design["feedback"].nunique():
         factors = ["condition"]
-    cells = kept.groupby(["participant", *factors], as_index=False)["relief"].mean()
+    cells = design.groupby(["participant", *factors], as_index=False)["relief"].mean()
     n_cells = cells.groupby(factors).ngroups if factors else 1
     complete = cells.groupby("participant")["relief"].count().loc[lambda n: n == n_cells].index
     cells = cells[cells["participant"].isin(complete)]
     results = {"data_dir": str(data_dir), "n_participants": int(kept["participant"].nunique()),
                "n_trials": len(kept), "excluded_trials": excluded, "factors": factors,
+               "design_conditions": sorted(design["condition"].unique()),
                "n_complete_participants": len(complete)}
 
     # 5. Descriptives: mean relief per condition, 95% CI over participant means (stats.CI_METHOD).
@@ -103,11 +109,11 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> d
                             "rows": stats.pairwise(cells, "relief", factors, "participant")})
 
     # 8. Trial-level linear mixed model of relief (treatment coding against BASELINES).
-    terms = [coded(f, kept) for f in factors] or ["1"]
-    mixed_reason = None if kept["participant"].nunique() >= MIN_PARTICIPANTS else (
+    terms = [coded(f, design) for f in factors] or ["1"]
+    mixed_reason = None if design["participant"].nunique() >= MIN_PARTICIPANTS else (
         f"needs at least {MIN_PARTICIPANTS} participants")
     results["mixed_model"] = ({"skipped": mixed_reason} if mixed_reason else stats.mixed_model(
-        kept, "relief ~ " + " * ".join(terms), "participant", "stimulus_id"))
+        design, "relief ~ " + " * ".join(terms), "participant", "stimulus_id"))
 
     # 9. Alignment -> relief on AI-feedback trials, within strategy (strategy as fixed effect when it varies).
     aligned = kept[(kept["feedback"] == "ai") & kept["alignment"].notna()]
@@ -135,8 +141,8 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> d
                                     "n": len(spoken)}
 
     # 11. Write the statistics and the report.
-    results = stats.json_ready(results)
-    (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    results = json_ready(results)
+    (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2, allow_nan=False))
     report.write(out_dir / REPORT_FILE, results, kept)
     return results
 

@@ -1,6 +1,7 @@
-"""The contract of `<DATA_DIR>/trials.csv`: one row per trial, these columns in this order; an empty cell is missing.
+"""Reading and writing `<DATA_DIR>/trials.csv`: one row per trial, `TRIAL_COLUMNS` in order; an empty cell is missing.
 
-The session engine writes the file; `analyze` and `simulate` read and write it through this module only.
+The session engine (edge_cer.session.data) defines the columns and writes the file; `analyze` and `simulate` read
+and write it through this module only.
 rating_* are negative affect on 1-9 (higher = more negative): rating_pre after viewing the stimulus, before
 regulating; rating_post after regulation and feedback.
 """
@@ -12,24 +13,17 @@ from pathlib import Path
 import pandas as pd
 
 from edge_cer.errors import EdgeCerError
+from edge_cer.session.data import TIDY_COLUMNS, TIDY_FILE, TRIAL_STATUSES
+from edge_cer.session.protocol import FEEDBACK, STRATEGIES
 
-TRIALS_FILE = "trials.csv"
-
-TRIAL_COLUMNS: tuple[str, ...] = (
-    "participant", "session", "block", "trial", "practice", "strategy", "feedback",
-    "stimulus_id", "stimulus_valence", "stimulus_arousal", "transcript", "rating_pre", "rating_post",
-    "rating_pre_rt_ms", "rating_post_rt_ms", "picture_file", "picture_sha256", "seed", "strength", "ip_scale",
-    "steps", "engine_manifest_sha256", "speech_end_s", "transcript_final_s", "picture_ready_s",
-    "picture_shown_s", "text_valence", "picture_valence", "alignment", "status",
-)  # fmt: skip
+# The session engine owns the tidy format; this module adds how the analysis reads it.
+TRIALS_FILE = TIDY_FILE
+TRIAL_COLUMNS: tuple[str, ...] = TIDY_COLUMNS
 
 # Everything else is read as a number; identifiers stay strings so "007" is not participant 7.
 TEXT_COLUMNS = ("participant", "session", "strategy", "feedback", "stimulus_id", "transcript", "picture_file",
                 "picture_sha256", "engine_manifest_sha256", "status")  # fmt: skip
-STRATEGIES = ("reappraise", "describe", "look")
-FEEDBACKS = ("ai", "none")
-STATUSES = ("completed", "skipped", "aborted")
-ALLOWED = {"strategy": STRATEGIES, "feedback": FEEDBACKS, "status": STATUSES, "practice": (0, 1)}
+ALLOWED = {"strategy": STRATEGIES, "feedback": FEEDBACK, "status": TRIAL_STATUSES, "practice": (0, 1)}
 
 
 def read_trials(data_dir: str | Path) -> pd.DataFrame:

@@ -1,18 +1,21 @@
 """`edge-cer simulate`: a synthetic study in the real `trials.csv` format, with known effects.
 
     edge-cer simulate --participants 24 --out data/sim
-    edge-cer simulate --participants 40 --effects "reappraise=0.8,describe=0.2,ai=0.3,alignment=1.0" --out data/plan40
+    edge-cer simulate --participants 40 --effects "reappraise=0.8,ai=0.3,alignment=1.0" --out data/plan40
+    edge-cer simulate --look-baseline --effects "intercept=0.3,reappraise=1,ai=0.4,look=-0.3" --out data/with_look
     edge-cer analyze data/sim --out data/sim/analysis    # compare with data/sim/truth.json
 
 Model of one trial's relief (pre minus post negative affect, 1-9 scale), participant p, stimulus s:
-    relief = intercept + b[strategy] + b[ai] * ai + b[strategy:ai] * ai
-             + alignment * (alignment_ps - mean alignment of that strategy's ai trials)    (ai trials with speech)
+    relief = intercept + reappraise * R + ai * A + reappraise:ai * R * A + look * L
+             + alignment * (alignment_ps - mean alignment of that strategy's AI trials)          (AI trials)
              + u_p + w_s + e,        u_p ~ N(0, sd_participant), w_s ~ N(0, sd_stimulus), e ~ N(0, sd_residual)
-"look" and "none" are the baselines (b = 0). Alignment enters centred within strategy, so the condition effects
-stay the marginal cell-mean differences and the alignment slope is identified within strategy. Text valence is
-left empty (analyze fills it from the transcript with VADER, as for real data); picture valence is drawn as
-0.5 * text valence + N(0, 0.35), clipped to [-1, 1]. Each participant runs 2 practice trials, then one block per
-strategy x feedback cell in random order; 2% of trials are skipped (no post rating).
+with R, A, L indicators of reappraise, AI feedback and the look/none baseline block: the protocol's 2 x 2 design
+(reappraise, describe) x (ai, none) with describe/none as reference, plus look/none with --look-baseline.
+Effects left out of --effects are 0. Alignment enters centred within strategy, so the condition effects stay the
+cell-mean differences and the alignment slope is identified within strategy. Text valence is left empty (analyze
+fills it from the transcript with VADER, as for real data); picture valence is drawn as 0.5 * text valence +
+N(0, 0.35), clipped to [-1, 1]. Each participant runs the protocol's practice trials, then one block per condition
+in random order; 2% of main trials are skipped (no post rating).
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ import pandas as pd
 
 from edge_cer.affect.alignment import alignment as alignment_of
 from edge_cer.affect.text import vader_valence
-from edge_cer.analysis.columns import FEEDBACKS, STRATEGIES, TRIAL_COLUMNS, write_trials
+from edge_cer.analysis.columns import TRIAL_COLUMNS, write_trials
 from edge_cer.errors import EdgeCerError
+from edge_cer.session.protocol import Design
 
 TRUTH_FILE = "truth.json"
-DEFAULT_EFFECTS = "intercept=0.3,reappraise=1.0,describe=0.3,ai=0.4,alignment=1.5"
-PRACTICE_TRIALS = 2
+DEFAULT_EFFECTS = "intercept=0.3,reappraise=0.7,ai=0.4,alignment=1.5"
+EFFECT_NAMES = ("intercept", "reappraise", "ai", "reappraise:ai", "look", "alignment")
+DESIGN = Design()  # the protocol's defaults: conditions, trials per condition, practice trials
 SKIP_RATE = 0.02
 PICTURE_TEXT_WEIGHT, PICTURE_NOISE_SD = 0.5, 0.35
 
@@ -67,9 +72,11 @@ DESCRIPTIONS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--participants", type=int, default=24, help="number of simulated participants")
     parser.add_argument("--effects", default=DEFAULT_EFFECTS,
-                        help="relief effects vs look/none: intercept, reappraise, describe, ai, "
-                             "<strategy>:ai (interactions) and alignment (slope per unit alignment)")
-    parser.add_argument("--trials-per-cell", type=int, default=6, help="trials per strategy x feedback cell")
+                        help=f"relief effects, omitted ones 0: {', '.join(EFFECT_NAMES)} (relative to describe/none; "
+                             "alignment is the slope per unit alignment; look needs --look-baseline)")
+    parser.add_argument("--look-baseline", action="store_true", help="add the protocol's look/none baseline block")
+    parser.add_argument("--trials-per-cell", type=int, default=DESIGN.trials_per_condition,
+                        help="trials per condition")
     parser.add_argument("--stimuli", type=int, default=48, help="size of the stimulus pool")
     parser.add_argument("--sd-participant", type=float, default=0.6, help="SD of participant relief intercepts")
     parser.add_argument("--sd-stimulus", type=float, default=0.4, help="SD of stimulus relief intercepts")
@@ -81,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     effects = parse_effects(args.effects)
     trials, truth = simulate(
-        participants=args.participants, effects=effects, trials_per_cell=args.trials_per_cell,
+        participants=args.participants, effects=effects, look_baseline=args.look_baseline,
+        trials_per_cell=args.trials_per_cell,
         stimuli=args.stimuli, sd_participant=args.sd_participant, sd_stimulus=args.sd_stimulus,
         sd_residual=args.sd_residual, seed=args.seed,
     )
@@ -92,33 +100,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_effects(text: str) -> dict[str, float]:
-    """'reappraise=1.0,ai=0.4' -> {...}; unknown names are refused, omitted ones take the defaults."""
-    known = {"intercept", "alignment", *STRATEGIES, "ai", *(f"{s}:ai" for s in STRATEGIES)}
-    effects = {"intercept": 0.0, "alignment": 0.0, "ai": 0.0,
-               **{s: 0.0 for s in STRATEGIES}, **{f"{s}:ai": 0.0 for s in STRATEGIES}}
-    defaults = dict(item.split("=") for item in DEFAULT_EFFECTS.split(","))
-    effects.update({k: float(v) for k, v in defaults.items()})
+    """'reappraise=1.0,ai=0.4' -> every name in EFFECT_NAMES, omitted ones 0; unknown names are refused."""
+    effects = dict.fromkeys(EFFECT_NAMES, 0.0)
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = item.partition("=")
-        if name not in known:
-            raise EdgeCerError(f"--effects: unknown effect {name!r}; use {', '.join(sorted(known))}")
+        if name not in effects:
+            raise EdgeCerError(f"--effects: unknown effect {name!r}; use {', '.join(EFFECT_NAMES)}")
         try:
             effects[name] = float(value)
         except ValueError:
             raise EdgeCerError(f"--effects: {item!r} needs a number, e.g. {name}=0.5") from None
-    if effects["look"] or effects["look:ai"]:
-        raise EdgeCerError("--effects: look is the baseline strategy; give the other strategies relative to it")
     return effects
 
 
-def simulate(*, participants: int, effects: dict[str, float], trials_per_cell: int = 6, stimuli: int = 48,
+def simulate(*, participants: int, effects: dict[str, float], look_baseline: bool = False,
+             trials_per_cell: int = DESIGN.trials_per_condition, stimuli: int = 48,
              sd_participant: float = 0.6, sd_stimulus: float = 0.4, sd_residual: float = 1.0,
              seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Returns (trials in the contract's columns, true parameters)."""
     if participants < 1 or trials_per_cell < 1 or stimuli < 1:
         raise EdgeCerError("--participants, --trials-per-cell and --stimuli must be at least 1")
+    if effects["look"] and not look_baseline:
+        raise EdgeCerError("--effects: `look` applies only with --look-baseline")
     rng = np.random.default_rng(seed)
-    cells = [(s, f) for s in STRATEGIES for f in FEEDBACKS]
+    cells = [(s, f) for s in DESIGN.strategies for f in DESIGN.feedback] + [("look", "none")] * look_baseline
     stim_ids = [f"S{i:03d}" for i in range(1, stimuli + 1)]
     stim_valence = rng.uniform(1.5, 3.5, stimuli)  # normative valence, 1-9, IAPS-like unpleasant set
     stim_arousal = rng.uniform(4.5, 7.0, stimuli)
@@ -133,11 +138,11 @@ def simulate(*, participants: int, effects: dict[str, float], trials_per_cell: i
         order = rng.permutation(stimuli)
         n_main = len(cells) * trials_per_cell
         stim_seq = np.concatenate([order, rng.integers(0, stimuli, max(0, n_main - stimuli))])[:n_main]
-        trial_cells = [("look", "none", 1, 0)] * PRACTICE_TRIALS
+        trial_cells = [(*cells[i % len(cells)], 1, 0) for i in range(DESIGN.practice_trials)]
         for b, c in enumerate(rng.permutation(len(cells)), start=1):
             trial_cells += [(*cells[c], 0, b)] * trials_per_cell
         for t, (strategy, feedback, practice, block) in enumerate(trial_cells, start=1):
-            s = int(rng.integers(0, stimuli)) if practice else int(stim_seq[t - 1 - PRACTICE_TRIALS])
+            s = int(rng.integers(0, stimuli)) if practice else int(stim_seq[t - 1 - DESIGN.practice_trials])
             rows.append(dict(participant=pid, session="1", block=block, trial=t, practice=practice,
                              strategy=strategy, feedback=feedback, stimulus_id=stim_ids[s],
                              stimulus_valence=round(stim_valence[s], 2), stimulus_arousal=round(stim_arousal[s], 2),
@@ -155,12 +160,13 @@ def simulate(*, participants: int, effects: dict[str, float], trials_per_cell: i
     align = alignment_of(text_valence, trials["picture_valence"].to_numpy())
     main_ai = ai & (trials["practice"] == 0).to_numpy()
     centre = {s: float(np.nanmean(align[main_ai & (trials["strategy"] == s).to_numpy()]))
-              for s in STRATEGIES if np.isfinite(align[main_ai & (trials["strategy"] == s).to_numpy()]).any()}
+              for s in DESIGN.strategies if np.isfinite(align[main_ai & (trials["strategy"] == s).to_numpy()]).any()}
 
     # 3. Relief from the model in the module docstring; ratings placed so both stay on the 1-9 scale.
     strategy = trials["strategy"].to_numpy()
-    fixed = (effects["intercept"] + np.array([effects[s] for s in strategy])
-             + ai * (effects["ai"] + np.array([effects[f"{s}:ai"] for s in strategy])))
+    reappraise = strategy == "reappraise"
+    fixed = (effects["intercept"] + effects["reappraise"] * reappraise + effects["ai"] * ai
+             + effects["reappraise:ai"] * reappraise * ai + effects["look"] * (strategy == "look"))
     centred = align - np.array([centre.get(s, np.nan) for s in strategy])
     relief = (fixed + effects["alignment"] * np.nan_to_num(centred) + trials["_u"].to_numpy()
               + stim_relief[trials["_s"].to_numpy()] + rng.normal(0.0, sd_residual, n))
@@ -193,20 +199,14 @@ def simulate(*, participants: int, effects: dict[str, float], trials_per_cell: i
     truth = {
         "model": "relief = fixed effects + alignment * centred alignment + participant + stimulus + residual",
         "effects": effects,
-        "fixed_effects": true_fixed_effects(effects),
+        # Under the names analyze gives its treatment-coded mixed-model terms of the 2 x 2 design.
+        "fixed_effects": {"Intercept": effects["intercept"], "strategy=reappraise": effects["reappraise"],
+                          "feedback=ai": effects["ai"], "strategy=reappraise:feedback=ai": effects["reappraise:ai"]},
         "alignment_slope": effects["alignment"],
         "alignment_centre": centre,
         "sd": {"participant": sd_participant, "stimulus": sd_stimulus, "residual": sd_residual},
-        "design": {"participants": participants, "trials_per_cell": trials_per_cell, "stimuli": stimuli,
-                   "practice_trials": PRACTICE_TRIALS, "skip_rate": SKIP_RATE, "seed": seed},
+        "design": {"participants": participants, "conditions": [f"{s}/{f}" for s, f in cells],
+                   "trials_per_cell": trials_per_cell, "stimuli": stimuli, "practice_trials": DESIGN.practice_trials, "skip_rate": SKIP_RATE, "seed": seed},
     }
     return trials[list(TRIAL_COLUMNS)], truth
 
-
-def true_fixed_effects(effects: dict[str, float]) -> dict[str, float]:
-    """The effects under the names analyze gives its treatment-coded mixed-model terms (baselines look, none)."""
-    out = {"Intercept": effects["intercept"], "feedback=ai": effects["ai"] + effects["look:ai"]}
-    for s in STRATEGIES[:-1]:
-        out[f"strategy={s}"] = effects[s]
-        out[f"strategy={s}:feedback=ai"] = effects[f"{s}:ai"] - effects["look:ai"]
-    return out

@@ -16,6 +16,8 @@ import pingouin as pg
 import statsmodels.formula.api as smf
 from scipy import stats
 
+from edge_cer.affect.json_ready import json_ready
+
 RM_ANOVA_METHOD = ("pingouin.rm_anova: F on participant cell means; effect size partial eta squared "
                    "(np2 = SS_effect / (SS_effect + SS_error), not generalized eta squared); Greenhouse-Geisser "
                    "corrected p (p_GG_corr) and epsilon, Mauchly's W for sphericity (factors with > 2 levels)")
@@ -25,21 +27,6 @@ MIXED_METHOD = ("statsmodels MixedLM, REML, Wald 95% CIs; random intercepts for 
                 "stimulus (variance components over one all-rows group) where that model converges, otherwise "
                 "participant only")
 CI_METHOD = "mean of participant means +/- t(0.975, n - 1) * SD / sqrt(n)"
-
-
-def json_ready(value):
-    """NaN/inf -> None and numpy scalars -> Python, recursively, so json.dumps writes valid JSON."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def rows(frame: pd.DataFrame) -> list[dict]:
