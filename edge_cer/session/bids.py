@@ -1,0 +1,168 @@
+"""Exports of a data folder: a BIDS `beh` dataset and the tidy long CSV (one row per trial, all sessions).
+
+    export_bids(data_dir)   # -> DATA_DIR/bids/ (checked by the official bids-validator in the tests)
+    export_tidy(data_dir)   # -> DATA_DIR/trials.csv with exactly data.TIDY_COLUMNS
+
+Both are derived from the session databases and can be rewritten at any time; the databases stay the truth.
+Missing values are empty cells in the CSV and `n/a` in BIDS.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from importlib.metadata import version
+from pathlib import Path
+
+from edge_cer.session.data import BIDS_DIR, TIDY_COLUMNS, TIDY_FILE, atomic_write, list_sessions, read_session
+
+BIDS_VERSION = "1.9.0"
+TASK = "cer"
+# BIDS columns: onset/duration of the stimulus, trial_type, then the tidy columns (participant/session are in the path).
+BEH_COLUMNS = ("onset", "duration", "trial_type") + tuple(c for c in TIDY_COLUMNS if c not in ("participant", "session"))
+_SECONDS_FROM_SPEAKING = "Seconds from the onset of the speaking window"
+COLUMN_DESCRIPTIONS = {
+    "onset": ("Onset of the stimulus picture, from the session start (session clock, monotonic)", "s"),
+    "duration": ("How long the stimulus picture was shown (actual onset of the next phase minus its onset)", "s"),
+    "trial_type": ("Condition: <strategy>_<feedback>", None),
+    "block": ("Block number in this participant's order; 0 = practice", None),
+    "trial": ("Trial number within the session, practice included", None),
+    "practice": ("1 for a practice trial, 0 otherwise", None),
+    "strategy": ("Regulation strategy cued on this trial", None),
+    "feedback": ("Whether an AI picture made from the participant's speech followed (ai) or a blank screen (none)", None),
+    "stimulus_id": ("Identifier of the stimulus picture in its norm table", None),
+    "stimulus_valence": ("Normative valence of the stimulus (scale of its norm table)", None),
+    "stimulus_arousal": ("Normative arousal of the stimulus (scale of its norm table)", None),
+    "transcript": ("Final transcript of the spoken reappraisal or description", None),
+    "rating_pre": ("Negative affect after viewing the stimulus, before regulating (protocol's scale, SAM-style)", None),
+    "rating_post": ("Negative affect after regulating and the feedback phase (protocol's scale, SAM-style)", None),
+    "rating_pre_rt_ms": ("Response time of rating_pre from the onset of the rating screen", "ms"),
+    "rating_post_rt_ms": ("Response time of rating_post from the onset of the rating screen", "ms"),
+    "picture_file": ("Generated picture, relative to the edge-cer data folder", None),
+    "picture_sha256": ("SHA-256 of the generated picture file", None),
+    "seed": ("Random seed of the picture generation", None),
+    "strength": ("img2img strength of the picture generation", None),
+    "ip_scale": ("IP-Adapter scale of the picture generation", None),
+    "steps": ("Denoising steps of the picture generation", None),
+    "engine_manifest_sha256": ("SHA-256 of the picture engine's manifest (which exported models were used)", None),
+    "speech_end_s": (f"{_SECONDS_FROM_SPEAKING} to the end of speech (recogniser endpoint)", "s"),
+    "transcript_final_s": (f"{_SECONDS_FROM_SPEAKING} to the final transcript", "s"),
+    "picture_ready_s": (f"{_SECONDS_FROM_SPEAKING} to the generated picture being stored", "s"),
+    "picture_shown_s": (f"{_SECONDS_FROM_SPEAKING} to the feedback picture's onset", "s"),
+    "text_valence": ("Valence of the transcript estimated by edge-cer's affect measures", None),
+    "picture_valence": ("Valence of the generated picture estimated by edge-cer's affect measures", None),
+    "alignment": ("Agreement of text and picture valence (edge-cer's affect measures)", None),
+    "status": ("completed; skipped by the experimenter; or aborted (session ended on this trial)", None),
+}
+_LEVELS = {
+    "strategy": {"reappraise": "reinterpret the picture to feel less negative", "describe": "describe it objectively",
+                 "look": "look without regulating (baseline)"},
+    "feedback": {"ai": "AI-generated picture from the speech", "none": "blank screen of equal duration"},
+    "status": {"completed": "all phases ran", "skipped": "skipped by the experimenter", "aborted": "session aborted"},
+}
+
+
+def _sessions_with_trials(data_dir: Path):
+    for info in list_sessions(data_dir):
+        meta, trials, _ = read_session(info.folder)
+        if trials:
+            yield meta, trials
+
+
+def _stimulus_timing(row: dict) -> tuple[float | None, float | None]:
+    onsets = json.loads(row["onsets"] or "{}")
+    stimulus, after = onsets.get("stimulus"), onsets.get("rating_pre")
+    if not stimulus:
+        return None, None
+    return stimulus[1], (after[1] - stimulus[1]) if after else None
+
+
+def _tsv(rows: list[dict], columns: tuple[str, ...]) -> bytes:
+    def cell(v) -> str:
+        return "n/a" if v is None or v == "" else " ".join(str(v).split())  # no tabs or newlines inside a cell
+
+    lines = ["\t".join(columns)] + ["\t".join(cell(r.get(c)) for c in columns) for r in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _json(value) -> bytes:
+    return (json.dumps(value, indent=2) + "\n").encode()
+
+
+def export_bids(data_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the BIDS dataset afresh (built beside `out`, then swapped in) and return its folder."""
+    data_dir = Path(data_dir)
+    out = Path(out) if out else data_dir / BIDS_DIR
+    staging = out.with_name(f".{out.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    participants: dict[str, None] = {}
+    for meta, trials in _sessions_with_trials(data_dir):
+        sub, ses = meta["participant"], meta["session"]
+        participants[sub] = None
+        rows = []
+        for row in trials:
+            onset, duration = _stimulus_timing(row)
+            rows.append({**row, "onset": onset, "duration": duration, "trial_type": f"{row['strategy']}_{row['feedback']}"})
+        beh = staging / f"sub-{sub}" / f"ses-{ses}" / "beh"
+        beh.mkdir(parents=True)
+        stem = f"sub-{sub}_ses-{ses}_task-{TASK}_beh"
+        (beh / f"{stem}.tsv").write_bytes(_tsv(rows, BEH_COLUMNS))
+        (beh / f"{stem}.json").write_bytes(_json(_sidecar(meta)))
+    (staging / "dataset_description.json").write_bytes(_json({
+        "Name": "Cognitive emotion regulation task with AI picture feedback (edge-cer)",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "raw",
+        "GeneratedBy": [{"Name": "edge-cer", "Version": version("edge-cer"), "Description": "edge-cer run / demo"}],
+    }))
+    (staging / "participants.tsv").write_bytes(_tsv([{"participant_id": f"sub-{p}"} for p in participants], ("participant_id",)))
+    (staging / "participants.json").write_bytes(_json({
+        "participant_id": {"Description": "Random pseudonym; the lab's key file maps it to the participant label"},
+    }))
+    (staging / "README").write_text(
+        "Behavioural data of the edge-cer cognitive emotion regulation (CER) task, exported from the session\n"
+        "databases by edge-cer. One beh.tsv per session, one row per trial; see the JSON sidecars for columns.\n"
+    )
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out
+
+
+def _sidecar(meta: dict) -> dict:
+    protocol = json.loads(meta["protocol_resolved"])
+    sidecar = {
+        "TaskName": TASK,
+        "TaskDescription": "Modified cognitive emotion regulation task: view an aversive picture, rate negative "
+        "affect, speak a reappraisal or description when cued, see an AI picture made from it (or a blank screen), "
+        "rate negative affect again.",
+        "Instructions": protocol["instructions"]["welcome"],
+        "ProtocolName": protocol["name"],
+        "ProtocolSHA256": meta["protocol_sha256"],
+        "Durations": protocol["durations"],
+        "TimeScale": protocol["time_scale"],
+        "RatingScale": protocol["rating"],
+        "SyntheticStimuli": meta["stimuli_synthetic"] == "1",
+    }
+    for column in BEH_COLUMNS:
+        description, units = COLUMN_DESCRIPTIONS[column]
+        sidecar[column] = {"Description": description} | ({"Units": units} if units else {})
+        if column in _LEVELS:
+            sidecar[column]["Levels"] = _LEVELS[column]
+    return sidecar
+
+
+def export_tidy(data_dir: str | Path) -> Path:
+    """`DATA_DIR/trials.csv`: every trial of every session, one row each, columns exactly `TIDY_COLUMNS`."""
+    data_dir = Path(data_dir)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(TIDY_COLUMNS)
+    for _, trials in _sessions_with_trials(data_dir):
+        for row in trials:
+            writer.writerow("" if row[c] is None else row[c] for c in TIDY_COLUMNS)
+    path = data_dir / TIDY_FILE
+    atomic_write(path, buffer.getvalue().encode())
+    return path

@@ -1,0 +1,129 @@
+"""Participant I/O for headless runs: the `Participant` protocol and a scripted participant for demos and tests.
+
+A script is TOML (or JSON with the same structure); every key is optional:
+
+    rt_s = 0.8                 # seconds to answer a rating (multiplied by the protocol's time_scale)
+    speak_s = 3.0              # seconds of speaking before the final transcript
+    [ratings]
+    pre = 7                    # rating after viewing, before regulating
+    post_change = { reappraise = -2, describe = -1, look = 0 }   # post = pre + change (+ ai_change), clamped
+    ai_change = -1             # extra change after an AI picture
+    [[trials]]                 # used in order and cycled; each gives `text` or `wav` (relative to the script)
+    text = "They are actors, and the scene is staged."
+    [[trials]]
+    wav = "clips/trial02.wav"
+    pre = 8                    # a trial may override the rating rule
+    post = 5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+from edge_cer.errors import EdgeCerError
+from edge_cer.session.counterbalance import PlannedTrial
+from edge_cer.session.protocol import RatingScale
+
+DEFAULT_SCRIPT = "default_script.toml"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    text: str | None = None
+    wav: Path | None = None
+    duration_s: float = 0.0  # how long the (scripted) speaking takes before the final transcript
+
+
+@dataclass(frozen=True)
+class Rating:
+    value: int
+    rt_s: float
+
+
+class Participant(Protocol):
+    def speak(self, trial: PlannedTrial) -> Utterance: ...
+
+    def rate(self, trial: PlannedTrial, which: str, scale: RatingScale) -> Rating | None:
+        """`which` is "pre" or "post"; None means no answer within the time limit."""
+
+
+@dataclass(frozen=True)
+class ScriptedParticipant:
+    utterances: tuple[Utterance, ...] = (Utterance(text="It is only a picture."),)
+    overrides: tuple[dict, ...] = ({},)  # per script trial: {"pre": int, "post": int}
+    rt_s: float = 0.8
+    speak_s: float = 3.0
+    pre: int = 7
+    post_change: dict = field(default_factory=lambda: {"reappraise": -2, "describe": -1, "look": 0})
+    ai_change: int = -1
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None) -> ScriptedParticipant:
+        """Read a script (TOML or JSON by suffix); None reads the embedded demo script."""
+        if path is None:
+            text, source, base = resources.files(__package__).joinpath(DEFAULT_SCRIPT).read_text(), DEFAULT_SCRIPT, None
+        else:
+            path = Path(path)
+            try:
+                text, source, base = path.read_text(), str(path), path.parent
+            except OSError as exc:
+                raise EdgeCerError(f"--scripted {path}: cannot read it ({exc.strerror}); give an existing script file") from exc
+        try:
+            table = json.loads(text) if source.endswith(".json") else tomllib.loads(text)
+        except (ValueError, tomllib.TOMLDecodeError) as exc:
+            raise EdgeCerError(f"{source}: cannot parse it ({exc}); fix the syntax") from exc
+        return cls._from_table(table, source, base)
+
+    @classmethod
+    def _from_table(cls, table: dict, source: str, base: Path | None) -> ScriptedParticipant:
+        _only(table, ("rt_s", "speak_s", "ratings", "trials"), source, "")
+        ratings = table.get("ratings", {})
+        _only(ratings, ("pre", "post_change", "ai_change"), source, "[ratings] ")
+        utterances, overrides = [], []
+        for i, entry in enumerate(table.get("trials", []), start=1):
+            where = f"{source}: trials[{i}]"
+            _only(entry, ("text", "wav", "pre", "post"), source, f"trials[{i}] ")
+            if ("text" in entry) == ("wav" in entry):
+                raise EdgeCerError(f"{where}: give exactly one of `text` or `wav`")
+            wav = None
+            if "wav" in entry:
+                wav = (base or Path()) / entry["wav"]
+                if not wav.is_file():
+                    raise EdgeCerError(f"{where}: wav {wav} does not exist; record it or fix the path")
+            utterances.append(Utterance(text=entry.get("text"), wav=wav))
+            overrides.append({k: entry[k] for k in ("pre", "post") if k in entry})
+        values = {k: table[k] for k in ("rt_s", "speak_s") if k in table} | {
+            k: ratings[k] for k in ("pre", "post_change", "ai_change") if k in ratings
+        }
+        if utterances:
+            values |= {"utterances": tuple(utterances), "overrides": tuple(overrides)}
+        return cls(**values)
+
+    def _entry(self, trial: PlannedTrial) -> int:
+        return (trial.trial - 1) % len(self.utterances)
+
+    def speak(self, trial: PlannedTrial) -> Utterance:
+        return dataclasses.replace(self.utterances[self._entry(trial)], duration_s=self.speak_s)
+
+    def rate(self, trial: PlannedTrial, which: str, scale: RatingScale) -> Rating | None:
+        override = self.overrides[self._entry(trial)]
+        pre = override.get("pre", self.pre)
+        if which == "pre":
+            value = pre
+        else:
+            change = self.post_change.get(trial.condition.strategy, 0)
+            change += self.ai_change if trial.condition.feedback == "ai" else 0
+            value = override.get("post", pre + change)
+        return Rating(min(scale.high, max(scale.low, value)), self.rt_s)
+
+
+def _only(table: dict, keys: tuple[str, ...], source: str, where: str) -> None:
+    for key in table:
+        if key not in keys:
+            raise EdgeCerError(f"{source}: {where}unknown key `{key}`; valid keys: {', '.join(keys)}")
