@@ -93,18 +93,19 @@ def _figure(fig) -> str:
 
 
 def _condition_plot(rows: list[dict]):
+    strategies = sorted({r["strategy"] for r in rows})
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for offset, feedback in ((-0.1, "none"), (0.1, "ai")):
         sel = [r for r in rows if r["feedback"] == feedback]
         if not sel:
             continue
-        x = np.arange(len(sel)) + offset
+        x = np.array([strategies.index(r["strategy"]) for r in sel]) + offset
         mean = np.array([r["mean"] for r in sel], dtype=float)
-        low = np.array([np.nan if r["ci_low"] is None else r["ci_low"] for r in sel], dtype=float)
-        high = np.array([np.nan if r["ci_high"] is None else r["ci_high"] for r in sel], dtype=float)
+        low = np.array([r["ci_low"] for r in sel], dtype=float)  # None (n = 1) -> NaN -> no bar
+        high = np.array([r["ci_high"] for r in sel], dtype=float)
         ax.errorbar(x, mean, yerr=np.nan_to_num([mean - low, high - mean]), fmt="o", capsize=4,
                     label=f"feedback: {feedback}")
-        ax.set_xticks(np.arange(len(sel)), [r["strategy"] for r in sel])
+    ax.set_xticks(np.arange(len(strategies)), strategies)
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_ylabel("relief (mean, 95% CI)")
     ax.set_title("Relief per condition")
