@@ -11,8 +11,9 @@ profile="${1:-full}"
 case "$profile" in full|runtime) ;; *) echo "setup.sh: unknown profile '$profile' (use: full, runtime)" >&2; exit 2;; esac
 
 # 1. Debian packages: PortAudio + libsndfile for audio I/O; espeak-ng + sox to synthesise and measure
-#    test speech; tmux for the terminal smoke test; Node.js + npm for the official bids-validator.
-debs=(libportaudio2 libsndfile1 espeak-ng sox tmux nodejs npm)
+#    test speech; tmux for the terminal smoke test; Node.js + npm for the official bids-validator; chromium to
+#    render the analysis report in a test.
+debs=(libportaudio2 libsndfile1 espeak-ng sox tmux nodejs npm chromium)
 [ "$profile" = runtime ] && debs=(libportaudio2 libsndfile1)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
