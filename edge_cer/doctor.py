@@ -1,0 +1,268 @@
+"""`edge-cer doctor`: what this machine offers, and what each export folder needs to run here.
+
+    edge-cer doctor                                   # providers, GPU, TensorRT/CUDA, sherpa-onnx, terminal
+    edge-cer doctor --engines engines/tiny-sd15 --json
+
+Every ONNX Runtime provider is really tried: a one-node model is opened with that provider alone and run
+once, and the session's own provider list is checked, because onnxruntime falls back to CPU silently.
+Exit status 1 when an --engines folder is broken (missing files, hash mismatch, not an export).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from edge_cer.backends.ort import EP_NAMES
+from edge_cer.errors import EdgeCerError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--engines", type=Path, nargs="+", action="extend", default=[], metavar="DIR",
+                        help="export folders (from `edge-cer export sd`) to check against this machine")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+
+
+def run(args) -> int:
+    report = collect(args.engines)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        render(report)
+    return 1 if any("error" in e for e in report["engines"]) else 0
+
+
+def collect(engine_dirs=()) -> dict:
+    machine = {
+        "onnxruntime": probe_onnxruntime(),
+        "gpu": probe_gpu(),
+        "tensorrt": _module_version("tensorrt"),  # the module's own, as recorded in engine manifests
+        "sherpa_onnx": _module_version("sherpa_onnx"),
+        "terminal_graphics": terminal_graphics(),
+    }
+    machine["engines"] = [engine_needs(Path(d), machine) for d in engine_dirs]
+    return machine
+
+
+def _one_node_model() -> bytes:
+    """Y = X + X on float[2]: the smallest graph every provider can take."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2])
+    graph = helper.make_graph([helper.make_node("Add", ["X", "X"], ["Y"])], "doctor", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def probe_onnxruntime() -> dict:
+    """Version, and for each provider (built in or one we use): does a session really run on it?"""
+    import onnxruntime as ort
+
+    built_in = ort.get_available_providers()
+    model, x = _one_node_model(), np.array([1.0, 2.0], np.float32)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    providers = {}
+    for name in dict.fromkeys(list(EP_NAMES.values()) + built_in):
+        if name not in built_in:
+            providers[name] = {"initialises": False, "detail": "not in this onnxruntime build"}
+            continue
+        try:
+            session = ort.InferenceSession(model, opts, providers=[name])
+            got = session.get_providers()
+            if name not in got:
+                providers[name] = {"initialises": False, "detail": f"session fell back to {got}"}
+                continue
+            ok = np.array_equal(session.run(["Y"], {"X": x})[0], x + x)
+            providers[name] = {"initialises": ok, "detail": "ran a test graph" if ok else "wrong result"}
+        except Exception as exc:  # noqa: BLE001 - any failure of a provider is what we report
+            providers[name] = {"initialises": False, "detail": _first_line(exc)}
+    return {"version": ort.__version__, "package": _ort_package(), "providers": providers}
+
+
+def _ort_package() -> str | None:
+    for dist in ("onnxruntime-gpu", "onnxruntime"):
+        try:
+            version(dist)
+            return dist
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def probe_gpu() -> dict:
+    """What each GPU tool sees: nvidia-smi, cuda-python (used by trt-native) and CuPy, when present."""
+    gpu: dict = {}
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total,compute_cap",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=15, check=True)
+            gpu["nvidia_smi"] = [dict(zip(("name", "driver", "memory", "compute_capability"),
+                                          (f.strip() for f in line.split(","))))
+                                 for line in out.stdout.strip().splitlines()]
+        except (subprocess.SubprocessError, OSError) as exc:
+            gpu["nvidia_smi"] = {"error": _first_line(exc)}
+    else:
+        gpu["nvidia_smi"] = None
+    if _has_module("cuda"):
+        from edge_cer.backends import cuda_runtime
+
+        try:
+            gpu["cuda_python"] = {**cuda_runtime.device_info(0), **cuda_runtime.versions()}
+        except Exception as exc:  # noqa: BLE001 - reported, not fatal
+            gpu["cuda_python"] = {"error": _first_line(exc)}
+    else:
+        gpu["cuda_python"] = None
+    gpu["cupy"] = _probe_cupy() if _has_module("cupy") else None
+    return gpu
+
+
+def _probe_cupy() -> dict:
+    try:
+        import cupy
+
+        rt = cupy.cuda.runtime
+        props = rt.getDeviceProperties(0)
+        return {"version": cupy.__version__, "devices": rt.getDeviceCount(), "name": props["name"].decode(),
+                "compute_capability": f"{props['major']}.{props['minor']}", "runtime": rt.runtimeGetVersion()}
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+        return {"error": _first_line(exc)}
+
+
+def gpu_compute_capability(gpu: dict) -> str | None:
+    for key in ("cuda_python", "cupy"):
+        if isinstance(gpu.get(key), dict) and "compute_capability" in gpu[key]:
+            return gpu[key]["compute_capability"]
+    smi = gpu.get("nvidia_smi")
+    return smi[0].get("compute_capability") if isinstance(smi, list) and smi else None
+
+
+def terminal_graphics() -> dict:
+    """Which renderer textual-image picked for this terminal (it queries the terminal when imported)."""
+    from textual_image import renderable as r
+
+    names = {r.TGPImage: "kitty graphics protocol", r.SixelImage: "sixel", r.HalfcellImage: "half-cell blocks",
+             r.UnicodeImage: "unicode blocks (stdout is not a terminal)"}
+    return {"renderer": names.get(r.Image, r.Image.__module__), "pixel_exact": r.Image in (r.TGPImage, r.SixelImage)}
+
+
+def engine_needs(root: Path, machine: dict) -> dict:
+    """What an export folder needs, and for each backend whether this machine can run it (and why not)."""
+    from edge_cer.backends.tensorrt import check_compatible
+    from edge_cer.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(root, verify=True)
+    except EdgeCerError as exc:
+        return {"path": str(root), "error": str(exc)}
+    data = manifest.data
+    precision = sorted({g["precision"] for g in data["graphs"].values()})
+    initialises = {n: p["initialises"] for n, p in machine["onnxruntime"]["providers"].items()}
+    runs = {"cpu": (True, "") if precision == ["fp32"] else
+            (False, "fp16 graphs are for GPU providers; re-export with --precision fp32 for CPU")}
+    for provider in ("cuda", "tensorrt"):
+        ok = initialises.get(EP_NAMES[provider], False)
+        runs[provider] = (ok, "" if ok else f"{EP_NAMES[provider]} does not initialise here")
+    record = data.get("tensorrt")
+    engines = {}
+    if record is None:
+        runs["trt-native"] = (False, "no engines: re-export with --tensorrt")
+    else:
+        engines = {n: (manifest.root / e["file"]).is_file() for n, e in record["engines"].items()}
+        try:
+            if machine["tensorrt"] is None:
+                raise EdgeCerError("tensorrt is not installed (pip install 'edge-cer[gpu]')")
+            cc = gpu_compute_capability(machine["gpu"])
+            if cc is None:
+                raise EdgeCerError("no GPU found")
+            check_compatible(record, machine["tensorrt"], cc, root)
+            runs["trt-native"] = (True, "")
+        except EdgeCerError as exc:
+            runs["trt-native"] = (False, str(exc))
+    return {
+        "path": str(root),
+        "precision": precision,
+        "export_shape": data.get("export_shape"),
+        "adapter": data["model"]["adapter"]["type"],
+        "tensorrt": None if record is None else {"version": record["version"], "device": record["device"],
+                                                 "dynamic": record["dynamic"], "engines_present": engines},
+        "runs_on": {k: {"ok": ok, "why_not": why} for k, (ok, why) in runs.items()},
+    }
+
+
+def render(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    yes = lambda ok: "[green]yes[/]" if ok else "[red]no[/]"  # noqa: E731
+    ort = report["onnxruntime"]
+    t = Table(title=f"ONNX Runtime {ort['version']} ({ort['package']})")
+    for col in ("provider", "initialises", "detail"):
+        t.add_column(col)
+    for name, p in ort["providers"].items():
+        t.add_row(name, yes(p["initialises"]), p["detail"])
+    console.print(t)
+
+    t = Table(title="GPU, libraries, terminal")
+    t.add_column("what")
+    t.add_column("found")
+    for tool, seen in report["gpu"].items():
+        t.add_row(tool, "not installed" if seen is None else _short(seen))
+    t.add_row("tensorrt", report["tensorrt"] or "not installed")
+    t.add_row("sherpa-onnx", report["sherpa_onnx"] or "not installed")
+    t.add_row("terminal graphics", report["terminal_graphics"]["renderer"])
+    console.print(t)
+
+    for e in report["engines"]:
+        t = Table(title=f"export {e['path']}")
+        if "error" in e:
+            t.add_column("problem")
+            t.add_row(f"[red]{e['error']}[/]")
+            console.print(t)
+            continue
+        t.add_column("backend")
+        t.add_column("runs here")
+        t.add_column("why not")
+        for backend, r in e["runs_on"].items():
+            t.add_row(backend, yes(r["ok"]), r["why_not"])
+        trt = e["tensorrt"]
+        t.caption = (f"precision {', '.join(e['precision'])}; export shape {e['export_shape']}; adapter {e['adapter']}; "
+                     + ("no TensorRT engines" if trt is None else
+                        f"TensorRT {trt['version']} engines for {trt['device']['name']} "
+                        f"(cc {trt['device']['compute_capability']}), "
+                        f"{sum(trt['engines_present'].values())}/{len(trt['engines_present'])} present"))
+        console.print(t)
+
+
+def _module_version(module: str) -> str | None:
+    if not _has_module(module):
+        return None
+    try:
+        return getattr(importlib.import_module(module), "__version__", "unknown")
+    except Exception as exc:  # noqa: BLE001 - a module that fails to import is reported, not fatal
+        return f"fails to import: {_first_line(exc)}"
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _short(seen) -> str:
+    if isinstance(seen, list):
+        return "; ".join(_short(s) for s in seen) or "no GPU listed"
+    return ", ".join(f"{k} {v}" for k, v in seen.items())
