@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -108,3 +109,11 @@ def test_report_renders_in_headless_chromium(study, tmp_path):
     assert (pixels.min(axis=2) < 100).mean() > 0.005
     blue = (np.abs(pixels.astype(int) - [31, 119, 180]).sum(axis=2) < 60).sum()
     assert blue > 50
+
+
+def test_affect_and_analysis_never_import_torch():
+    code = ("import sys, edge_cer.affect.text, edge_cer.affect.picture, edge_cer.affect.safety, "
+            "edge_cer.analysis.analyze, edge_cer.analysis.simulate; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'diffusers', 'transformers'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
