@@ -40,3 +40,21 @@ def test_scores_stay_in_range():
     for text in ("wonderful wonderful amazing joy", "horrible horrible murder death", "ok"):
         affect = text_affect(text)
         assert -1 <= affect.vader <= 1 and -1 <= affect.afinn <= 1
+
+
+def test_trial_affect_fills_the_session_columns():
+    import numpy as np
+
+    from edge_cer.affect.picture import ClipZeroShot
+    from edge_cer.affect.trial import trial_affect
+
+    grey = np.full((8, 8, 3), 0.5, dtype=np.float32)  # valence proxy 2 * 0.345 / 0.91 - 1
+    row = trial_affect("It is not as bad as it looks.", grey)
+    assert row["text_valence"] == pytest.approx(0.431, abs=1e-3)
+    assert row["picture_valence"] == pytest.approx(2 * 0.345 / 0.91 - 1)
+    assert row["alignment"] == pytest.approx(1 - abs(row["text_valence"] - row["picture_valence"]) / 2)
+    clip = ClipZeroShot.from_manifest({"prompts": ["good", "bad"], "valence": [1, -1],
+                                       "text_embeds": [[1.0, 0.0], [0.0, 1.0]]})
+    assert trial_affect("fine", grey, clip=clip, image_embeds=np.array([[1.0, 0.0]]))["picture_valence"] > 0.99
+    silent = trial_affect(None, None)
+    assert all(math.isnan(v) for v in silent.values())

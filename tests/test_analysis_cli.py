@@ -51,7 +51,7 @@ def test_analyze_outputs(study):
     spoken = measures["transcript"].notna()
     assert measures.loc[spoken, "text_valence"].notna().all() and measures.loc[~spoken, "text_valence"].isna().all()
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "<script" not in html and "http" not in html
+    assert html.count("data:image/png;base64,") == 3 and "<script" not in html and "://" not in html
 
 
 def test_missing_column_is_one_line_naming_file_and_column(tmp_path, capsys):

@@ -117,12 +117,12 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> d
 
     # 9. Alignment -> relief on AI-feedback trials, within strategy (strategy as fixed effect when it varies).
     aligned = kept[(kept["feedback"] == "ai") & kept["alignment"].notna()]
-    controls = [" + " + coded("strategy", aligned)] if aligned["strategy"].nunique() > 1 else [""]
+    controls = " + " + coded("strategy", aligned) if aligned["strategy"].nunique() > 1 else ""
     if aligned["participant"].nunique() < MIN_PARTICIPANTS or aligned["alignment"].nunique() < 3:
         results["alignment_model"] = {"skipped": f"needs AI-feedback trials with alignment from at least "
                                                  f"{MIN_PARTICIPANTS} participants"}
     else:
-        results["alignment_model"] = stats.mixed_model(aligned, "relief ~ alignment" + controls[0], "participant",
+        results["alignment_model"] = stats.mixed_model(aligned, "relief ~ alignment" + controls, "participant",
                                                        "stimulus_id")
 
     # 10. Manipulation checks: reappraisals should sound more positive than descriptions (both lexicons).
