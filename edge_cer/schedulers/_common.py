@@ -31,6 +31,16 @@ def refuse_unsupported(scheduler: str, options: dict, defaults: dict) -> None:
             )
 
 
+def check_choice(key: str, value, choices: tuple) -> None:
+    """Refuse a config value outside `choices`, naming the valid ones."""
+    if value not in choices:
+        valid = ", ".join(str(c) for c in choices)
+        raise EdgeCerError(f"scheduler_config.json: {key} {value!r} is not supported; use one of: {valid}")
+
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
 def _cosine_betas(num_train_timesteps: int, max_beta: float = 0.999) -> np.ndarray:
     """diffusers' `betas_for_alpha_bar` (cosine schedule, Nichol & Dhariwal 2021), computed in double precision."""
 

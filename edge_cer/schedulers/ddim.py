@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_cer.errors import EdgeCerError
 from edge_cer.schedulers._common import (
+    PREDICTION_TYPES,
     SchedulerOutput,
     StepIndex,
     add_noise_alphas,
+    check_choice,
     check_num_inference_steps,
     refuse_unsupported,
     spaced_timesteps,
@@ -51,11 +52,7 @@ class DDIMScheduler(StepIndex):
         **other,
     ):
         refuse_unsupported(type(self).__name__, other, _UNSUPPORTED)
-        if prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise EdgeCerError(
-                f"scheduler_config.json: prediction_type {prediction_type!r} is unknown; "
-                "use epsilon, v_prediction or sample"
-            )
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         self.num_train_timesteps = num_train_timesteps
         self.clip_sample = clip_sample
         self.clip_sample_range = clip_sample_range

@@ -8,8 +8,10 @@ import numpy as np
 
 from edge_cer.errors import EdgeCerError
 from edge_cer.schedulers._common import (
+    PREDICTION_TYPES,
     SchedulerOutput,
     StepIndex,
+    check_choice,
     check_num_inference_steps,
     per_sample,
     refuse_unsupported,
@@ -83,22 +85,10 @@ class DPMSolverMultistepScheduler(StepIndex):
         **other,
     ):
         refuse_unsupported(type(self).__name__, other, _UNSUPPORTED)
-        if algorithm_type not in ("dpmsolver++", "deis"):
-            raise EdgeCerError(
-                f"scheduler_config.json: algorithm_type {algorithm_type!r} is not supported by the numpy "
-                "DPMSolverMultistepScheduler; use dpmsolver++"
-            )
-        if solver_order not in (1, 2):
-            raise EdgeCerError(f"scheduler_config.json: solver_order {solver_order} is not supported; use 1 or 2")
-        if prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise EdgeCerError(
-                f"scheduler_config.json: prediction_type {prediction_type!r} is unknown; "
-                "use epsilon, v_prediction or sample"
-            )
-        if final_sigmas_type not in ("zero", "sigma_min"):
-            raise EdgeCerError(
-                f"scheduler_config.json: final_sigmas_type {final_sigmas_type!r} is unknown; use zero or sigma_min"
-            )
+        check_choice("algorithm_type", algorithm_type, ("dpmsolver++", "deis"))  # diffusers maps deis to ++
+        check_choice("solver_order", solver_order, (1, 2))
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        check_choice("final_sigmas_type", final_sigmas_type, ("zero", "sigma_min"))
         self.num_train_timesteps = num_train_timesteps
         self.solver_order = solver_order
         self.prediction_type = prediction_type

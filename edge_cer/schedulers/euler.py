@@ -7,10 +7,11 @@ import logging
 
 import numpy as np
 
-from edge_cer.errors import EdgeCerError
 from edge_cer.schedulers._common import (
+    PREDICTION_TYPES,
     SchedulerOutput,
     StepIndex,
+    check_choice,
     check_num_inference_steps,
     per_sample,
     refuse_unsupported,
@@ -62,15 +63,8 @@ class EulerDiscreteScheduler(StepIndex):
         **other,
     ):
         refuse_unsupported(type(self).__name__, other, _UNSUPPORTED)
-        if prediction_type not in ("epsilon", "v_prediction", "sample", "original_sample"):
-            raise EdgeCerError(
-                f"scheduler_config.json: prediction_type {prediction_type!r} is unknown; "
-                "use epsilon, v_prediction or sample"
-            )
-        if final_sigmas_type not in ("zero", "sigma_min"):
-            raise EdgeCerError(
-                f"scheduler_config.json: final_sigmas_type {final_sigmas_type!r} is unknown; use zero or sigma_min"
-            )
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        check_choice("final_sigmas_type", final_sigmas_type, ("zero", "sigma_min"))
         self.num_train_timesteps = num_train_timesteps
         self.prediction_type = prediction_type
         self.timestep_spacing = timestep_spacing

@@ -7,9 +7,11 @@ import numpy as np
 
 from edge_cer.errors import EdgeCerError
 from edge_cer.schedulers._common import (
+    PREDICTION_TYPES,
     SchedulerOutput,
     StepIndex,
     add_noise_alphas,
+    check_choice,
     check_num_inference_steps,
     refuse_unsupported,
     training_alphas_cumprod,
@@ -52,11 +54,7 @@ class LCMScheduler(StepIndex):
         **other,
     ):
         refuse_unsupported(type(self).__name__, other, _UNSUPPORTED)
-        if prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise EdgeCerError(
-                f"scheduler_config.json: prediction_type {prediction_type!r} is unknown; "
-                "use epsilon, v_prediction or sample"
-            )
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         self.num_train_timesteps = num_train_timesteps
         self.original_inference_steps = original_inference_steps
         self.clip_sample = clip_sample
