@@ -250,13 +250,14 @@ class VadRecognizer:
     def _pop_segments(self, stream: SpeechStream) -> list[Event]:
         events: list[Event] = []
         while not stream.vad.empty():
-            segment = stream.vad.front
+            # Copy before pop(): `front` refers into the VAD's queue, which pop() frees.
+            start, samples = stream.vad.front.start, np.array(stream.vad.front.samples, np.float32)
             stream.vad.pop()
-            text = _offline_text(self.offline, np.asarray(segment.samples, np.float32))
-            t_end = (segment.start + len(segment.samples)) / SAMPLE_RATE
+            text = _offline_text(self.offline, samples)
+            t_end = (start + len(samples)) / SAMPLE_RATE
             if text:
                 events.append(Final(text, t_end, stream.t))
-            stream.start_utterance(segment.start + len(segment.samples))
+            stream.start_utterance(start + len(samples))
         return events
 
 

@@ -1,0 +1,1 @@
+"""Speech: streaming sherpa-onnx recognition, audio sources, ASR folders (see docs/speech.md)."""
