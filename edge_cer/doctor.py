@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_cer.backends import cuda_runtime
 from edge_cer.backends.ort import EP_NAMES
 from edge_cer.errors import EdgeCerError
 
@@ -111,15 +112,15 @@ def probe_gpu() -> dict:
             gpu["nvidia_smi"] = {"error": _first_line(exc)}
     else:
         gpu["nvidia_smi"] = None
-    if _has_module("cuda"):
-        from edge_cer.backends import cuda_runtime
-
+    try:
+        cuda_runtime.cudart()
+    except EdgeCerError:  # cuda-python is not installed
+        gpu["cuda_python"] = None
+    else:
         try:
             gpu["cuda_python"] = {**cuda_runtime.device_info(0), **cuda_runtime.versions()}
-        except Exception as exc:  # noqa: BLE001 - reported, not fatal
+        except Exception as exc:  # noqa: BLE001 - reported, not fatal (no GPU, driver too old)
             gpu["cuda_python"] = {"error": _first_line(exc)}
-    else:
-        gpu["cuda_python"] = None
     gpu["cupy"] = _probe_cupy() if _has_module("cupy") else None
     return gpu
 
