@@ -155,3 +155,23 @@ def test_session_that_cannot_take_a_cuda_graph_names_the_fix(gpu_ort, manifest, 
     with pytest.raises(EdgeCerError, match=r"could not open it with CUDAExecutionProvider \(CUDA graphs need every "
                                            r"node on the GPU: pass cuda_graphs=\(\)\): CUDA graph is not supported"):
         OrtBackend(manifest, "cuda", graphs=("unet",)).load()
+
+
+def test_io_binding_matches_plain_runs_on_every_exported_graph(tiny_export):
+    """The real tiny export: output shapes for binding come from the GraphSpecs, for all six graphs."""
+    from edge_cer.manifest import load_manifest
+
+    manifest = load_manifest(tiny_export("tiny-sd15", "plus"))
+    plain, bound = OrtBackend(manifest, "cpu"), OrtBackend(manifest, "cpu", io_binding=True)
+    plain.load()
+    bound.load()
+    rng = np.random.default_rng(0)
+    step = manifest.data["model"]["spatial_multiple"]  # another size than the export's, as a user may run
+    for name, spec in manifest.graphs.items():
+        shapes = spec.shapes(batch=2, height=manifest.data["export_shape"]["height"] + step, width=step)
+        feeds = {t.name: (rng.integers(0, 100, shapes[t.name]) if t.dtype == "int64"
+                          else rng.standard_normal(shapes[t.name])).astype(t.dtype) for t in spec.inputs}
+        want, got = plain.infer(name, feeds), bound.infer(name, feeds)
+        assert want.keys() == got.keys()
+        for out in want:
+            np.testing.assert_allclose(got[out], want[out], rtol=1e-5, atol=1e-5, err_msg=f"{name}.{out}")
