@@ -1,0 +1,75 @@
+"""Measure the recogniser on this CPU: RTF, end-of-speech -> final latency, partial interval (real-time replay).
+
+    .venv/bin/python perf/asr.py --asr /tmp/asr_default --out perf/results/asr_default.json
+
+Settings: espeak-ng speech (about 5 s) followed by 1.5 s of silence, replayed in real time through
+RecognizerWorker in 100 ms chunks. Warm-up: one full decode before measuring. Latency = wall time of the Final
+minus the wall time at which the last speech sample was pushed (t_endpoint on the replay clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_cer.speech.audio import read_audio
+from edge_cer.speech.recognizer import Final, Partial, RecognizerWorker, create_recognizer, _offline_text
+from edge_cer.speech.wer import word_error_rate
+
+TEXT = "I can see that the person in the picture is getting help, and things will get better soon."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--asr", type=Path, required=True)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", f"{tmp}/s.wav", TEXT], check=True)
+        speech = read_audio(f"{tmp}/s.wav")
+    audio = np.concatenate([speech, np.zeros(int(1.5 * 16000), np.float32)])
+    recognizer = create_recognizer(args.asr)
+    offline = getattr(recognizer, "offline", None)
+    # 1. RTF of one offline decode of the whole utterance (burn-in first).
+    _offline_text(offline, speech)
+    start = time.perf_counter()
+    _offline_text(offline, speech)
+    rtf = (time.perf_counter() - start) / (len(speech) / 16000)
+    # 2. Real-time replay.
+    latencies, intervals, wers = [], [], []
+    for _ in range(args.runs):
+        events = []
+        worker = RecognizerWorker(recognizer, on_event=events.append)
+        t0 = time.monotonic()
+        for i in range(0, len(audio), 1600):
+            time.sleep(max(0.0, t0 + i / 16000 - time.monotonic()))
+            worker.push(audio[i:i + 1600])
+        worker.close()
+        finals = [e for e in events if isinstance(e, Final)]
+        partial_walls = [t0 + e.t for e in events if isinstance(e, Partial)]
+        latencies.append(finals[0].wall - (t0 + finals[0].t_endpoint))
+        intervals += list(np.diff(partial_walls))
+        wers.append(word_error_rate(TEXT, " ".join(f.text for f in finals)))
+    result = {"asr": str(args.asr), "mode": recognizer.mode, "utterance_s": round(len(speech) / 16000, 2),
+              "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+              "num_threads": recognizer.config.num_threads, "rtf_offline_decode": round(rtf, 3),
+              "final_latency_s": {"p50": round(float(np.median(latencies)), 3), "max": round(max(latencies), 3)},
+              "partial_interval_s": {"p50": round(float(np.median(intervals)), 3),
+                                     "p95": round(float(np.percentile(intervals, 95)), 3)} if intervals else None,
+              "wer": wers, "runs": args.runs}
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
