@@ -319,6 +319,16 @@ TINY_DIMS = dict(text_hidden=32, latent_channels=4, image_size=32, image_embed_d
                  adapter="base")
 
 
+def unet_feeds(batch=2, lh=8, lw=6, seed=0) -> dict:
+    """Seeded UNet inputs at TINY_DIMS; timestep 3 and ip_scale 0.5 so a test graph's output is predictable."""
+    rng = np.random.default_rng(seed)
+    return {"sample": rng.standard_normal((batch, TINY_DIMS["latent_channels"], lh, lw), np.float32),
+            "timestep": np.array([3.0], np.float32),
+            "encoder_hidden_states": rng.standard_normal((batch, 77, TINY_DIMS["text_hidden"]), np.float32),
+            "ip_tokens": rng.standard_normal((batch, TINY_DIMS["ip_tokens"], TINY_DIMS["text_hidden"]), np.float32),
+            "ip_scale": np.array([0.5], np.float32)}
+
+
 def io_only_export(root, height: int = 64, width: int = 48) -> dict:
     """An export folder's manifest data whose graphs are IO-only ONNX files (for the fake TensorRT parser)."""
     from edge_cer.graphs import ModelDims, sd_graphs

@@ -16,7 +16,7 @@ from edge_cer.backends.ort import OrtBackend, provider_chain
 from edge_cer.errors import EdgeCerError
 from edge_cer.graphs import ModelDims, sd_graphs
 from edge_cer.manifest import ExportManifest
-from tests.fake_gpu import TINY_DIMS
+from tests.fake_gpu import TINY_DIMS, unet_feeds
 
 DIMS = ModelDims(**TINY_DIMS)
 REAL_SESSION = onnxruntime.InferenceSession  # before the patches below replace it
@@ -37,15 +37,6 @@ def manifest(tmp_path) -> ExportManifest:
     data = {"model": {"dims": DIMS.to_dict()},
             "graphs": {"text_encoder": {"file": "text_encoder/model.onnx"}, "unet": {"file": spec.file}}}
     return ExportManifest(tmp_path, data)
-
-
-def unet_feeds(batch=2, lh=8, lw=6, seed=0):
-    rng = np.random.default_rng(seed)
-    return {"sample": rng.standard_normal((batch, 4, lh, lw), np.float32),
-            "timestep": np.array([3.0], np.float32),
-            "encoder_hidden_states": rng.standard_normal((batch, 77, 32), np.float32),
-            "ip_tokens": rng.standard_normal((batch, 4, 32), np.float32),
-            "ip_scale": np.array([0.5], np.float32)}
 
 
 def test_provider_chains(manifest):

@@ -17,7 +17,7 @@ from edge_cer.backends.tensorrt import TensorRTBackend
 from edge_cer.errors import EdgeCerError
 from edge_cer.manifest import ExportManifest
 from export.tensorrt import build_engines
-from tests.fake_gpu import install_cudart, install_tensorrt, io_only_export
+from tests.fake_gpu import install_cudart, install_tensorrt, io_only_export, unet_feeds
 
 
 @pytest.fixture
@@ -36,15 +36,6 @@ def built_manifest(tmp_path, dynamic=False) -> ExportManifest:
     data["tensorrt"] = build_engines(root, ExportManifest(root, data).graphs, data["graphs"], o,
                                      Console(file=io.StringIO()))
     return ExportManifest(root, data)
-
-
-def unet_feeds(batch=2, lh=8, lw=6, seed=0):
-    rng = np.random.default_rng(seed)
-    return {"sample": rng.standard_normal((batch, 4, lh, lw), np.float32),
-            "timestep": np.array([981.0], np.float32),
-            "encoder_hidden_states": rng.standard_normal((batch, 77, 32), np.float32),
-            "ip_tokens": rng.standard_normal((batch, 4, 32), np.float32),
-            "ip_scale": np.array([0.6], np.float32)}
 
 
 def test_buffers_follow_the_call_shapes_and_data_round_trips(gpu, tmp_path):
