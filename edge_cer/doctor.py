@@ -235,7 +235,8 @@ def render(report: dict) -> None:
         for backend, r in e["runs_on"].items():
             t.add_row(backend, yes(r["ok"]), r["why_not"])
         trt = e["tensorrt"]
-        t.caption = (f"precision {', '.join(e['precision'])}; export shape {e['export_shape']}; adapter {e['adapter']}; "
+        t.caption = (f"precision {', '.join(e['precision'])}; export shape {e['export_shape']}; "
+                     f"adapter {e['adapter']}; "
                      + ("no TensorRT engines" if trt is None else
                         f"TensorRT {trt['version']} engines for {trt['device']['name']} "
                         f"(cc {trt['device']['compute_capability']}), "

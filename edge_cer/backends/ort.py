@@ -109,7 +109,8 @@ class OrtBackend:
             try:
                 session = ort.InferenceSession(str(path), opts, providers=chain)
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unexported exception types
-                hint = " (CUDA graphs need every node on the GPU: pass cuda_graphs=())" if name in self.cuda_graphs else ""
+                captured = name in self.cuda_graphs
+                hint = " (CUDA graphs need every node on the GPU: pass cuda_graphs=())" if captured else ""
                 raise EdgeCerError(f"{path}: onnxruntime could not open it with {wanted}{hint}: "
                                    f"{str(exc).splitlines()[0]}") from exc
             if wanted not in session.get_providers():
