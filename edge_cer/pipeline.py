@@ -25,7 +25,7 @@ from edge_cer.backends import Backend, create_backend
 from edge_cer.errors import EdgeCerError
 from edge_cer.image import clip_pixels, init_image
 from edge_cer.manifest import ExportManifest, load_manifest
-from edge_cer.rng import torch_randn
+from edge_cer.rng import TorchGenerator
 from edge_cer.schedulers import LCMScheduler, img2img_timesteps, load_scheduler_config, scheduler_from_config
 from edge_cer.tokenizer import CLIPTokenizer
 
@@ -191,9 +191,11 @@ class SDPipeline:
             sched.set_timesteps(steps)
             timesteps = sched.timesteps
 
-        # 5. Initial latents: noised stimulus latents (img2img) or pure noise (txt2img)
+        # 5. Initial latents: noised stimulus latents (img2img) or pure noise (txt2img). One generator, as
+        #    diffusers' `generator=torch.manual_seed(seed)`: the initial draw, then LCM's per-step draws.
+        generator = TorchGenerator(seed)
         if noise is None:
-            noise = torch_randn(latent_shape, seed)
+            noise = generator.randn(latent_shape)
         if strength < 1.0:
             with timer("vae_encode"):
                 init_latents = self.encode_init_latents(image, height, width)
@@ -205,7 +207,7 @@ class SDPipeline:
         # 6. Denoising loop
         ip_scale_arr = np.array([ip_scale], dtype=np.float32)
         # LCM re-noises between steps; the other schedulers are deterministic given the initial noise.
-        step_noise = np.random.default_rng(seed) if isinstance(sched, LCMScheduler) else None
+        renoise = isinstance(sched, LCMScheduler)
         interrupted = False
         for i, t in enumerate(timesteps):
             t0 = time.perf_counter()
@@ -224,7 +226,7 @@ class SDPipeline:
                 # Classifier-free guidance, Imagen (Saharia et al. 2022) eq. (2) as diffusers writes it.
                 noise_pred_uncond, noise_pred_text = noise_pred[:1], noise_pred[1:]
                 noise_pred = noise_pred_uncond + np.float32(guidance) * (noise_pred_text - noise_pred_uncond)
-            fresh = step_noise.standard_normal(latents.shape, dtype=np.float32) if step_noise else None
+            fresh = generator.randn(latents.shape) if renoise else None
             latents = sched.step(noise_pred, t, latents, noise=fresh).prev_sample.astype(np.float32)
             t3 = time.perf_counter()
             timer.times["unet"].append(t2 - t1)

@@ -135,10 +135,15 @@ def optimize(path: Path, model_type: str, use_gpu: bool) -> dict:
 
 def to_fp16(path: Path) -> None:
     """fp16 weights and math, fp32 inputs/outputs (so the runtime feeds the same arrays at any precision)."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     model = onnx.load(str(path), load_external_data=True)
-    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    # Resize takes its scales in fp32 only (the UNet/VAE upsamplers): keep Resize and the Constant nodes that
+    # feed it in fp32, or the converter rewrites the scales to fp16 and the graph no longer loads.
+    resize_inputs = {i for n in model.graph.node if n.op_type == "Resize" for i in n.input}
+    keep = [n.name for n in model.graph.node if n.op_type == "Constant" and set(n.output) & resize_inputs]
+    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
+                                     op_block_list=DEFAULT_OP_BLOCK_LIST + ["Resize"], node_block_list=keep)
     _save(model, path)
 
 

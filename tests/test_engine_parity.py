@@ -51,7 +51,7 @@ def _reference_pipe(model_dir, adapter_file, img2img: bool):
 
 
 def run_diffusers(model_dir, adapter_file, image, prompt, negative, *, scheduler, strength, guidance, ip_scale,
-                  steps, seed, monkeypatch, lcm_noise=None):
+                  steps, seed, monkeypatch):
     from PIL import Image
 
     from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion_img2img as img2img_module
@@ -64,11 +64,6 @@ def run_diffusers(model_dir, adapter_file, image, prompt, negative, *, scheduler
     # The engine's determinism rule: the VAE posterior by its mean, not a sample.
     monkeypatch.setattr(img2img_module, "retrieve_latents",
                         lambda enc, generator=None, sample_mode="sample": enc.latent_dist.mode())
-    if lcm_noise is not None:  # LCM's per-step noise: the same draws the engine makes
-        from diffusers.schedulers import scheduling_lcm
-
-        draws = iter(lcm_noise)
-        monkeypatch.setattr(scheduling_lcm, "randn_tensor", lambda shape, **kw: torch.from_numpy(next(draws)))
     kwargs = dict(prompt=prompt, negative_prompt=negative, num_inference_steps=steps, guidance_scale=guidance,
                   ip_adapter_image=image, generator=torch.manual_seed(seed), output_type="np")
     if img2img:
@@ -91,14 +86,9 @@ def test_engine_matches_diffusers(tiny_model, tiny_export, stimulus_png, monkeyp
     prompt, negative, seed = "the man is being helped, he will recover", "blood, injury", 1234
     out = pipe(image, prompt, negative, steps=steps, strength=strength, guidance=guidance, ip_scale=ip_scale,
                seed=seed, scheduler=scheduler)
-    lcm_noise = None
-    if scheduler == "lcm":
-        rng = np.random.default_rng(seed)
-        shape = (1, 4, TINY_HEIGHT // 8, TINY_WIDTH // 8)
-        lcm_noise = [rng.standard_normal(shape, dtype=np.float32) for _ in range(steps)]
     want = run_diffusers(model_dir, adapters[adapter], image, prompt, negative, scheduler=scheduler,
                          strength=strength, guidance=guidance, ip_scale=ip_scale, steps=steps, seed=seed,
-                         monkeypatch=monkeypatch, lcm_noise=lcm_noise)
+                         monkeypatch=monkeypatch)
     assert out.image.shape == want.shape == (TINY_HEIGHT, TINY_WIDTH, 3)
     diff = np.abs(out.image - want).max()
     assert diff <= TOLERANCE, f"max abs diff {diff:.2e} vs diffusers"
