@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import importlib.machinery
 import json
 import sys
 import types
@@ -126,7 +127,7 @@ def install_cudart(monkeypatch, **kwargs) -> FakeCudart:
     cuda, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
     cuda.bindings, bindings.runtime = bindings, rt
     for name, mod in (("cuda", cuda), ("cuda.bindings", bindings), ("cuda.bindings.runtime", rt)):
-        monkeypatch.setitem(sys.modules, name, mod)
+        _register(monkeypatch, name, mod)
     return rt
 
 
@@ -310,8 +311,14 @@ class FakeContext:
 
 def install_tensorrt(monkeypatch, cudart: FakeCudart, **kwargs) -> FakeTensorRT:
     trt = FakeTensorRT(cudart, **kwargs)
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    _register(monkeypatch, "tensorrt", trt)
     return trt
+
+
+def _register(monkeypatch, name: str, module) -> None:
+    # A spec, as real modules have: importlib.util.find_spec (used by torch, among others) requires one.
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    monkeypatch.setitem(sys.modules, name, module)
 
 
 # Small SD-shaped dims (base adapter) for IO-only exports; sizes are arbitrary but consistent.

@@ -10,6 +10,7 @@ import io
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -113,3 +114,41 @@ def test_parser_and_build_failures_name_the_onnx_file(monkeypatch, tmp_path):
     install_tensorrt(monkeypatch, rt, build_ok=False)
     with pytest.raises(EdgeCerError, match=r"text_encoder/model.onnx: TensorRT engine build failed"):
         build(tmp_path / "again")
+
+
+def test_export_options_carry_what_the_build_reads(monkeypatch, tmp_path):
+    """The real ExportOptions of `edge-cer export sd`, not a stand-in."""
+    pytest.importorskip("torch", reason="export.sd is the export stage (torch)")
+    from export.sd import ExportOptions
+
+    install_tensorrt(monkeypatch, install_cudart(monkeypatch))
+    root = tmp_path / "export"
+    data = io_only_export(root)
+    o = ExportOptions(model=tmp_path, ip_adapter=tmp_path / "a.safetensors", out=tmp_path / "out", height=64,
+                      width=48, precision="fp16", tensorrt=True, tensorrt_dynamic=True)
+    record = build_engines(root, SPECS, data["graphs"], o, Console(file=io.StringIO()))
+    assert record["dynamic"] and record["onnx_precision"] == "fp16"
+    assert record["engines"]["unet"]["profile"]["sample"]["max"] == [2, 4, 128, 128]
+
+
+@pytest.mark.slow
+def test_export_sd_with_tensorrt_writes_a_verified_manifest(monkeypatch, tmp_path, tiny_model):
+    """`edge-cer export sd --tensorrt` end to end on the tiny model, TensorRT and CUDA faked (logic test)."""
+    from edge_cer.backends.tensorrt import TensorRTBackend
+    from edge_cer.cli import main
+    from edge_cer.manifest import load_manifest
+
+    install_tensorrt(monkeypatch, install_cudart(monkeypatch))
+    model, adapters = tiny_model("tiny-sd15")
+    out = tmp_path / "export"
+    assert main(["export", "sd", "--model", str(model), "--ip-adapter", str(adapters["base"]), "--out", str(out),
+                 "--height", "64", "--width", "48", "--tensorrt"]) == 0
+    manifest = load_manifest(out)  # every plan and the timing cache are hashed with the rest
+    assert set(manifest.data["tensorrt"]["engines"]) == set(manifest.data["graphs"])
+    assert all(f"tensorrt/{n}.plan" in manifest.data["files"] for n in manifest.data["graphs"])
+    assert "tensorrt/timing.cache" in manifest.data["files"]
+    backend = TensorRTBackend(manifest, graphs=("unet",))
+    backend.load()
+    assert backend.infer("unet", {t.name: np.zeros(s, t.dtype) for t, s in (
+        (t, manifest.graphs["unet"].shapes(batch=2, height=64, width=48)[t.name])
+        for t in manifest.graphs["unet"].inputs)})["out_sample"].shape == (2, 4, 8, 6)
