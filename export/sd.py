@@ -63,6 +63,12 @@ def check_options(o: ExportOptions) -> None:
             raise EdgeCerError(f"{o.out}: already exists ({what}); choose another --out or pass --force to replace it")
     if o.out.exists() and o.force and o.out.is_dir() and any(o.out.iterdir()) and not is_export_dir(o.out):
         raise EdgeCerError(f"{o.out}: exists and is not an edge-cer export; --force only replaces earlier exports")
+    if o.tensorrt:  # fail before minutes of ONNX export, not after
+        from edge_cer.backends import cuda_runtime
+        from edge_cer.errors import require
+
+        require("tensorrt", "gpu")
+        cuda_runtime.device_info(0)
 
 
 def export_sd(o: ExportOptions, console: Console | None = None) -> Path:
