@@ -60,6 +60,7 @@ class Final:
 
 Event = Partial | Final
 FEED = int(0.1 * SAMPLE_RATE)  # streaming: samples fed to sherpa between endpoint checks
+VAD_PRE_ROLL = int(0.25 * SAMPLE_RATE)  # vad mode: audio kept before each segment's detected start
 
 
 @dataclass
@@ -253,6 +254,11 @@ class VadRecognizer:
             # Copy before pop(): `front` refers into the VAD's queue, which pop() frees.
             start, samples = stream.vad.front.start, np.array(stream.vad.front.samples, np.float32)
             stream.vad.pop()
+            # Silero fires a little after the onset and clips a soft first word ("The ..."): prepend what our
+            # utterance buffer still holds of the VAD_PRE_ROLL before the segment.
+            held = stream.utterance_samples()
+            lead = held[max(0, start - VAD_PRE_ROLL - stream.utterance_start):max(0, start - stream.utterance_start)]
+            samples = np.concatenate([lead, samples])
             text = _offline_text(self.offline, samples)
             t_end = (start + len(samples)) / SAMPLE_RATE
             if text:
