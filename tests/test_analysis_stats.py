@@ -90,3 +90,10 @@ def test_mean_ci_is_the_t_interval():
     low, high = t_dist.interval(0.95, len(x) - 1, loc=x.mean(), scale=x.std(ddof=1) / np.sqrt(len(x)))
     assert (ci["n"], ci["mean"], ci["ci_low"], ci["ci_high"]) == pytest.approx((4, 3.5, low, high), rel=1e-12)
     assert stats.mean_ci(pd.Series([2.0]))["ci_low"] != stats.mean_ci(pd.Series([2.0]))["ci_low"]  # NaN for n = 1
+
+
+def test_mixed_model_without_a_second_grouping_is_participant_only(rm2):
+    ours = stats.mixed_model(rm2.assign(stim="same"), "Performance ~ C(Time)", "Subject", "stim")
+    assert ours["random_effects"].startswith("participant") and ours["note"] is None
+    fit = smf.mixedlm("Performance ~ C(Time)", rm2, groups="Subject").fit(reml=True)
+    np.testing.assert_allclose([r["estimate"] for r in ours["fixed_effects"]], fit.fe_params, rtol=1e-10)

@@ -55,7 +55,7 @@ def _section(title: str, block: dict, columns: list[str], rows_key: str = "rows"
     rows = block[rows_key]
     columns = [c for c in columns if any(c in r for r in rows)]
     extra = "".join(f"<p class=method>{html.escape(str(block[k]))}</p>"
-                    for k in ("formula", "random_effects", "note") if block.get(k))
+                    for k in ("formula", "random_effects", "note", "warnings") if block.get(k))
     if block.get("variances"):
         extra += f"<p class=method>Variances: {html.escape(_inline(block['variances']))}</p>"
     body = "".join("<tr>" + "".join(_cell(r.get(c)) for c in columns) + "</tr>" for r in rows)

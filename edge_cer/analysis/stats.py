@@ -15,6 +15,7 @@ import pandas as pd
 import pingouin as pg
 import statsmodels.formula.api as smf
 from scipy import stats
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from edge_cer.affect.json_ready import json_ready
 
@@ -26,6 +27,8 @@ PAIRWISE_METHOD = ("pingouin.pairwise_tests: paired t-tests on participant cell 
 MIXED_METHOD = ("statsmodels MixedLM, REML, Wald 95% CIs; random intercepts for participant and, crossed, "
                 "stimulus (variance components over one all-rows group) where that model converges, otherwise "
                 "participant only")
+# Warnings that make the crossed model's standard errors untrustworthy (a variance on the boundary, zero, is fine).
+UNRELIABLE = ("The Hessian matrix", "Maximum Likelihood optimization failed", "Gradient optimization failed")
 CI_METHOD = "mean of participant means +/- t(0.975, n - 1) * SD / sqrt(n)"
 
 
@@ -61,25 +64,24 @@ def readable_term(term: str) -> str:
 
 
 def mixed_model(data: pd.DataFrame, formula: str, participant: str, stimulus: str | None = None) -> dict:
-    """Fits MIXED_METHOD; returns fixed effects (with CIs), variance components and which model was used."""
-    fit, structure, note = None, f"participant ({participant}) random intercept", None
+    """Fits MIXED_METHOD; returns fixed effects (with CIs), variance components, which model was used and every
+    convergence warning of the reported fit."""
+    fit, trouble, structure, note = None, [], f"participant ({participant}) random intercept", None
     if stimulus is not None and data[stimulus].nunique() > 1:
         crossed = smf.mixedlm(formula, data.assign(_all=1), groups="_all", re_formula="0",
                               vc_formula={participant: f"0 + C({participant})", stimulus: f"0 + C({stimulus})"})
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                fit = crossed.fit(reml=True)
-            trouble = [str(w.message) for w in caught if "converge" in str(w.message).lower() or "singular" in str(w.message).lower()]
-            if not fit.converged or trouble:
-                note = f"crossed model did not converge cleanly ({'; '.join(trouble) or 'not converged'})"
-                fit = None
-            else:
-                structure = f"crossed random intercepts: participant ({participant}) and stimulus ({stimulus})"
+            fit, trouble = _fit(crossed)
         except (np.linalg.LinAlgError, ValueError) as exc:
-            note, fit = f"crossed model failed: {exc}", None
+            note = f"crossed model failed: {exc}"
+        else:
+            if fit.converged and not any(w.startswith(UNRELIABLE) for w in trouble):
+                structure = f"crossed random intercepts: participant ({participant}) and stimulus ({stimulus})"
+            else:
+                note = f"crossed model did not converge cleanly: {'; '.join(trouble) or 'not converged'}"
+                fit = None
     if fit is None:
-        fit = smf.mixedlm(formula, data, groups=participant).fit(reml=True)
+        fit, trouble = _fit(smf.mixedlm(formula, data, groups=participant))
     ci = fit.conf_int()
     fixed = [{"term": readable_term(term), "estimate": fit.fe_params[term], "se": fit.bse_fe[term], "z": fit.tvalues[term],
               "p": fit.pvalues[term], "ci_low": ci.loc[term, 0], "ci_high": ci.loc[term, 1]}
@@ -89,5 +91,13 @@ def mixed_model(data: pd.DataFrame, formula: str, participant: str, stimulus: st
         variances[f"{participant} (group)"] = float(fit.cov_re.iloc[0, 0])
     variances.update(dict(zip(fit.model.exog_vc.names, np.atleast_1d(fit.vcomp))))
     return json_ready({"formula": formula, "random_effects": structure, "note": note, "n_obs": int(fit.nobs),
-                       "converged": bool(fit.converged), "fixed_effects": fixed, "variances": variances,
-                       "method": MIXED_METHOD})
+                       "converged": bool(fit.converged), "warnings": trouble, "fixed_effects": fixed,
+                       "variances": variances, "method": MIXED_METHOD})
+
+
+def _fit(model) -> tuple:
+    """REML fit and its convergence warnings (statsmodels retries other optimizers and warns as it goes)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        fit = model.fit(reml=True)
+    return fit, list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)))
