@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     participant = ScriptedParticipant.from_file(args.scripted)
     protocol = load_protocol(args.protocol) if args.protocol else None
     generator = _load(args.engines, "edge_cer.engine", "load_generator", "--engines") if args.engines else None
-    transcriber = _load(args.asr, "edge_cer.asr", "load_transcriber", "--asr") if args.asr else None
+    transcriber = _load(args.asr, "edge_cer.speech.transcribe", "load_transcriber", "--asr") if args.asr else None
     summary = run_session(
         participant, args.participant, args.data, protocol=protocol, stimuli=args.stimuli, norms=args.norms,
         generator=generator, transcriber=transcriber, resume=args.resume, key_file=args.key_file,
