@@ -16,12 +16,14 @@ import shutil
 from importlib.metadata import version
 from pathlib import Path
 
-from edge_cer.session.data import BIDS_DIR, TIDY_COLUMNS, TIDY_FILE, atomic_write, list_sessions, read_session
+from edge_cer.session.data import BIDS_DIR, LIVE_COLUMNS, TIDY_COLUMNS, TIDY_FILE, atomic_write, list_sessions, read_session
 
 BIDS_VERSION = "1.9.0"
 TASK = "cer"
 # BIDS columns: onset/duration of the stimulus, trial_type, then the tidy columns (participant/session are in the path).
-BEH_COLUMNS = ("onset", "duration", "trial_type") + tuple(c for c in TIDY_COLUMNS if c not in ("participant", "session"))
+# The live pipeline's scalar accounting follows (its `live` JSON stays in the database).
+BEH_COLUMNS = ("onset", "duration", "trial_type") + tuple(c for c in TIDY_COLUMNS if c not in ("participant", "session")) \
+    + tuple(c for c in LIVE_COLUMNS if c != "live")
 _SECONDS_FROM_SPEAKING = "Seconds from the onset of the speaking window"
 COLUMN_DESCRIPTIONS = {
     "onset": ("Onset of the stimulus picture, from the session start (session clock, monotonic)", "s"),
@@ -55,11 +57,21 @@ COLUMN_DESCRIPTIONS = {
     "picture_valence": ("Valence of the generated picture estimated by edge-cer's affect measures", None),
     "alignment": ("Agreement of text and picture valence (edge-cer's affect measures)", None),
     "status": ("completed; skipped by the experimenter; or aborted (session ended on this trial)", None),
+    "speculative_generations": ("Pictures the live pipeline started from partial transcripts while the participant "
+                                "spoke (n/a: not run live)", None),
+    "wasted_generations": ("Speculative generations whose picture was not shown (cancelled or superseded)", None),
+    "feedback_source": ("Where the shown picture came from (n/a: not run live)", None),
+    "safety_blocked": ("Generated pictures the safety gate kept from the participant (more negative or redder than "
+                       "the stimulus)", None),
 }
 _LEVELS = {
     "strategy": {"reappraise": "reinterpret the picture to feel less negative", "describe": "describe it objectively",
                  "look": "look without regulating (baseline)"},
     "feedback": {"ai": "AI-generated picture from the speech", "none": "blank screen of equal duration"},
+    "feedback_source": {"final": "generated from the final transcript after speech ended",
+                        "speculative": "generated from a partial transcript whose prompt equals the final one",
+                        "best_ready": "deadline or safety fallback: the newest safe picture of an earlier partial",
+                        "none": "no picture was shown (deadline, safety gate or empty transcript; see the note)"},
     "status": {"completed": "all phases ran", "skipped": "skipped by the experimenter", "aborted": "session aborted"},
 }
 

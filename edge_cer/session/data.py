@@ -29,7 +29,7 @@ from pathlib import Path
 
 from edge_cer.errors import EdgeCerError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: LIVE_COLUMNS (added in place to a version-1 session when it is reopened)
 KEY_FILE = "participant-keys.tsv"
 SESSIONS_DIR = "sessions"
 DB_FILE = "session.sqlite3"
@@ -48,8 +48,11 @@ TIDY_COLUMNS = (
 )
 # Filled by `trial_annotators` (the affect measures) just before a trial row is written.
 ANNOTATION_COLUMNS = ("text_valence", "picture_valence", "alignment")
+# Written by the live pipeline (edge_cer.live): how many generations ran and were wasted, where the shown picture
+# came from, how many pictures the safety gate blocked, and `live` (JSON: every generation and gate decision).
+LIVE_COLUMNS = ("speculative_generations", "wasted_generations", "feedback_source", "safety_blocked", "live")
 # Kept in the database beyond the tidy columns: all onsets, the prompt, everything the generator reported.
-EXTRA_COLUMNS = ("stimulus_dominance", "onsets", "prompt", "generation", "attempt", "note")
+EXTRA_COLUMNS = ("stimulus_dominance", "onsets", "prompt", "generation", "attempt", "note") + LIVE_COLUMNS
 TRIAL_STATUSES = ("completed", "skipped", "aborted")
 
 _PSEUDONYM_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: codes are read aloud and retyped
@@ -208,6 +211,9 @@ class SessionStore:
         self._lock_fd = _lock(self.folder / LOCK_FILE)
         self._con = _connect(self.folder / DB_FILE)
         self.meta = dict(self._con.execute("SELECT key, value FROM meta"))
+        have = {row[1] for row in self._con.execute("PRAGMA table_info(trials)")}
+        for column in (c for c in EXTRA_COLUMNS if c not in have):  # a version-1 session resumed by this version
+            self._con.execute(f"ALTER TABLE trials ADD COLUMN {column}")
 
     @classmethod
     def create(cls, data_dir: Path, meta: dict[str, str]) -> SessionStore:

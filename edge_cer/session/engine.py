@@ -28,8 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge_cer.errors import EdgeCerError
+from edge_cer.live.prompt import PromptBuilder
 from edge_cer.session.counterbalance import PlannedTrial
-from edge_cer.session.data import ANNOTATION_COLUMNS, SessionStore
+from edge_cer.session.data import ANNOTATION_COLUMNS, LIVE_COLUMNS, SessionStore
 from edge_cer.session.generation import GeneratedPicture, PictureGenerator, Transcriber
 from edge_cer.session.protocol import Protocol
 
@@ -165,7 +166,8 @@ class Session:
         name, trial = self._steps.pop(0)
         if name == "fixation":
             self._record = {"onsets": {}}
-        if name == "feedback" and trial.condition.feedback == "ai" and "picture_file" not in self._record:
+        if name == "feedback" and trial.condition.feedback == "ai" and not (
+                "picture_file" in self._record or self._record.get("_no_picture")):
             self._generate(trial)
         return self._begin(name, trial, self._next_requested)
 
@@ -230,12 +232,28 @@ class Session:
         end = None if result.speech_end_s is None else phase.onset_ns + round(result.speech_end_s * NS)
         self.submit_transcript(result.text, speech_end_ns=end)
 
-    def submit_picture(self, picture: GeneratedPicture, *, prompt: str | None = None) -> None:
-        """A picture made outside the session (the live pipeline); stored at once, shown at the feedback phase."""
+    def submit_picture(self, picture: GeneratedPicture, *, prompt: str | None = None, ready_ns: int | None = None) -> None:
+        """A picture made outside the session (the live pipeline); stored at once, shown at the feedback phase.
+        `ready_ns`: when it was ready on the session clock (a speculative picture is ready before it is submitted)."""
         phase = self._expect(("regulate", "feedback"), "submit_picture")
         if phase.trial.condition.feedback != "ai":
             raise EdgeCerError(f"trial {phase.trial.trial} is a no-feedback trial; it shows no picture")
-        self._store_picture(phase.trial, picture, prompt if prompt is not None else self._record.get("transcript", ""))
+        self._store_picture(phase.trial, picture, prompt if prompt is not None else self._record.get("transcript", ""),
+                            ready_ns)
+
+    def submit_live(self, fields: Mapping, *, no_picture: str | None = None) -> None:
+        """The live pipeline's accounting for this trial (data.LIVE_COLUMNS). `no_picture` says why no picture is
+        shown: the feedback phase then shows a blank screen at once instead of generating (never stalls the clock)."""
+        phase = self._expect(("regulate", "feedback"), "submit_live")
+        unknown = set(fields) - set(LIVE_COLUMNS)
+        if unknown:
+            raise EdgeCerError(f"submit_live() got unknown fields {sorted(unknown)}; allowed: {LIVE_COLUMNS}")
+        now = self.clock.now_ns()
+        self._record.update(fields)
+        self.store.log_event(self.attempt, phase.trial.trial, phase.name, "live", now, **fields)
+        if no_picture is not None:
+            self._record.update(note=no_picture, _no_picture=True)
+            self.store.log_event(self.attempt, phase.trial.trial, phase.name, "no_picture", now, reason=no_picture)
 
     def _expect(self, names: tuple[str, ...], verb: str) -> Phase:
         if self.current is None or self.current.name not in names:
@@ -246,9 +264,9 @@ class Session:
     # ---- pictures ----
 
     def _generate(self, trial: PlannedTrial) -> None:
-        prompt = self._record.get("transcript", "")
+        prompt = PromptBuilder(self.protocol.prompt)(self._record.get("transcript", ""))
         now = self.clock.now_ns()
-        if not prompt.strip():
+        if not prompt:
             self._record["note"] = "no transcript: no picture generated"
             self.store.log_event(self.attempt, trial.trial, "feedback", "no_picture", now, reason="empty transcript")
             return
@@ -263,13 +281,14 @@ class Session:
             return
         self._store_picture(trial, picture, prompt)
 
-    def _store_picture(self, trial: PlannedTrial, picture: GeneratedPicture, prompt: str) -> None:
+    def _store_picture(self, trial: PlannedTrial, picture: GeneratedPicture, prompt: str, ready_ns: int | None = None) -> None:
         relpath, sha = self.store.write_picture(trial.trial, picture.png_bytes())
         now = self.clock.now_ns()
         onset = self._record["onsets"]["regulate"][1] * NS
         p = picture.params
         self._record.update(
-            picture_file=relpath, picture_sha256=sha, prompt=prompt, picture_ready_s=seconds(now - onset),
+            picture_file=relpath, picture_sha256=sha, prompt=prompt,
+            picture_ready_s=seconds((now if ready_ns is None else ready_ns) - onset),
             generation={"params": p, "timings": picture.timings},
             **{k: p.get(k) for k in ("strength", "ip_scale", "steps", "engine_manifest_sha256")},
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import string
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -82,6 +83,35 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class PromptSettings:
+    """How a spoken reappraisal becomes the picture prompt (edge_cer.live.prompt); the prompt is recorded per trial."""
+
+    template: str = "{transcript}"  # e.g. "a photo, {transcript}"; holds {transcript} exactly once
+    # Hesitations carry no picture content; whole words and phrases, case-insensitive ("like" is left alone: it is
+    # often meant, "it looks like a film set").
+    fillers: tuple[str, ...] = ("um", "uh", "uhm", "er", "erm", "ah", "hmm", "mm", "you know", "i mean")
+    max_words: int = 50  # CLIP's text encoder reads 77 tokens (~1.3 per English word); the first words are kept
+    negative_prompt: str = ""  # what the picture must avoid, e.g. "blood, injury"; empty: none
+    min_words: int = 3  # a speculative generation waits for a partial this long; shorter rarely holds the meaning
+
+
+@dataclass(frozen=True)
+class Live:
+    """The live speech-to-picture pipeline (edge_cer.live): speculation, the feedback deadline, degradation."""
+
+    speculate: bool = True  # generate from partial transcripts while the participant speaks
+    # A partial must stand this long before a speculative generation starts (or a running one is cancelled for it):
+    # partials change every few hundred ms mid-sentence, so generations start at pauses, not on every word.
+    debounce_s: float = 0.3
+    # The feedback picture is due at most this long after the end of speech (or at the final transcript, when the
+    # recogniser is later). Real compute time: not multiplied by time_scale.
+    deadline_s: float = 3.0
+    # At the deadline without a (safe) picture of the final transcript: "best" shows the newest safe picture that
+    # is ready (from an earlier partial), "none" a blank screen. Either way the trial clock goes on and it is logged.
+    on_deadline: str = "best"
+
+
+@dataclass(frozen=True)
 class Instructions:
     welcome: str = (
         "You will see pictures, some of them unpleasant. After each picture a word tells you what to do, "
@@ -106,6 +136,8 @@ class Protocol:
     durations: Durations = field(default_factory=Durations)
     rating: RatingScale = field(default_factory=RatingScale)
     generation: Generation = field(default_factory=Generation)
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+    live: Live = field(default_factory=Live)
     instructions: Instructions = field(default_factory=Instructions)
     source: str = "<default>"  # where it was read from (not a TOML key)
     text: str = ""  # the exact TOML text, stored in every session database (not a TOML key)
@@ -230,3 +262,19 @@ def _check(p: Protocol) -> None:
     g = p.generation
     if not (0 < g.strength <= 1) or g.ip_scale < 0 or g.steps < 1:
         refuse("[generation]", f"strength={g.strength}, ip_scale={g.ip_scale}, steps={g.steps}", "need 0 < strength <= 1, ip_scale >= 0, steps >= 1")
+    pr = p.prompt
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(pr.template) if name is not None]
+    except ValueError:
+        fields = None
+    if fields != ["transcript"]:
+        refuse("[prompt] template", f"= {pr.template!r}", 'hold {transcript} exactly once and no other braces, e.g. "a photo, {transcript}"')
+    if not 1 <= pr.min_words <= pr.max_words:
+        refuse("[prompt]", f"min_words={pr.min_words}, max_words={pr.max_words}", "need 1 <= min_words <= max_words")
+    if any(not f.strip() for f in pr.fillers):
+        refuse("[prompt] fillers", "has an empty entry", "list words or phrases only")
+    lv = p.live
+    if lv.debounce_s < 0 or lv.deadline_s <= 0:
+        refuse("[live]", f"debounce_s={lv.debounce_s}, deadline_s={lv.deadline_s}", "need debounce_s >= 0 and deadline_s > 0")
+    if lv.on_deadline not in ("best", "none"):
+        refuse("[live] on_deadline", f"= {lv.on_deadline!r}", 'use "best" or "none"')

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import json
 from pathlib import Path
@@ -44,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--participant", required=True, help="the lab's participant code, e.g. P017 (never a name)")
     parser.add_argument("--data", type=Path, required=True, help="data folder (one per study)")
     parser.add_argument("--engines", type=Path, help="picture engine folder; required for AI-feedback conditions")
-    parser.add_argument("--asr", type=Path, help="speech recogniser folder; required when the script gives WAV files")
+    parser.add_argument("--asr", type=Path, help="speech recogniser folder; required when the script gives WAV files. "
+                        "With --engines the WAV trials run live: streamed through the recogniser with speculative "
+                        "generation (docs/live.md)")
     parser.add_argument("--scripted", type=Path, help="scripted participant (TOML/JSON); required for headless runs")
     parser.add_argument("--resume", action="store_true", help="continue the participant's interrupted session")
     parser.add_argument("--key-file", type=Path, help="label -> pseudonym table (default: DATA/participant-keys.tsv)")
@@ -56,11 +59,15 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeCerError("--scripted FILE is required for a headless run; a live participant uses `edge-cer tui`")
     participant = ScriptedParticipant.from_file(args.scripted)
     protocol = load_protocol(args.protocol) if args.protocol else None
-    generator = _load(args.engines, "edge_cer.engine", "load_generator", "--engines") if args.engines else None
-    transcriber = _load(args.asr, "edge_cer.speech.transcribe", "load_transcriber", "--asr") if args.asr else None
+    generator = transcriber = live = None
+    if args.engines and args.asr:  # built once the session's protocol (new or resumed) is known
+        live = functools.partial(_live_pipeline, args.engines, args.asr)
+    else:
+        generator = _load(args.engines, "edge_cer.engine", "load_generator", "--engines") if args.engines else None
+        transcriber = _load(args.asr, "edge_cer.speech.transcribe", "load_transcriber", "--asr") if args.asr else None
     summary = run_session(
         participant, args.participant, args.data, protocol=protocol, stimuli=args.stimuli, norms=args.norms,
-        generator=generator, transcriber=transcriber, resume=args.resume, key_file=args.key_file,
+        generator=generator, transcriber=transcriber, live=live, resume=args.resume, key_file=args.key_file,
         min_free_bytes=int(args.min_free_mb * 1e6),
         on_trial=lambda t: print(f"trial {t.trial} recorded", flush=True),
     )
@@ -76,6 +83,15 @@ def _load(folder: Path, module: str, factory: str, option: str):
         raise EdgeCerError(
             f"{option} {folder}: this install has no `{module}.{factory}` ({exc}); update edge-cer or leave {option} out"
         ) from exc
+
+
+def _live_pipeline(engines: Path, asr: Path, protocol: Protocol):
+    from edge_cer.engine import load_generator
+    from edge_cer.live.pipeline import LivePipeline
+    from edge_cer.speech.recognizer import create_recognizer
+
+    generator = load_generator(engines, negative_prompt=protocol.prompt.negative_prompt or None)
+    return LivePipeline(generator, create_recognizer(asr), protocol)
 
 
 def open_session(
@@ -134,10 +150,13 @@ def _plan_json(plan: list[PlannedTrial]) -> str:
     return json.dumps([[t.trial, t.block, t.condition.label, t.stimulus.id, t.seed] for t in plan])
 
 
-def run_headless(session: Session, participant: Participant, on_trial=None) -> None:
-    """Drive a session to its end with a participant that answers without a screen (waits on the session clock)."""
+def run_headless(session: Session, participant: Participant, on_trial=None, live=None) -> None:
+    """Drive a session to its end with a participant that answers without a screen (waits on the session clock).
+    With `live` (an `edge_cer.live.pipeline.LivePipeline`) WAV utterances run through the live pipeline."""
     clock, scale = session.clock, session.protocol.time_scale
     while (phase := session.next_phase()) is not None:
+        if live is not None and phase.name == "stimulus":
+            live.prepare(phase.trial, clock.now_ns)  # caches the stimulus before the participant speaks
         if phase.name in RESPONSE_PHASES:
             rating = participant.rate(phase.trial, phase.name.removeprefix("rating_"), session.protocol.rating)
             answer_ns = phase.onset_ns + round(rating.rt_s * scale * NS) if rating else None
@@ -148,6 +167,9 @@ def run_headless(session: Session, participant: Participant, on_trial=None) -> N
                 session.submit_rating(rating.value)
         elif phase.name == "regulate" and phase.trial.condition.speaks:
             utterance = participant.speak(phase.trial)
+            if utterance.wav is not None and live is not None:  # the recording's own length is the speaking time
+                live.speak(session, phase, utterance.wav, realtime=scale > 0)
+                continue
             clock.sleep_until(min(phase.due_ns, phase.onset_ns + round(utterance.duration_s * scale * NS)))
             if utterance.wav is not None:
                 session.submit_audio(utterance.wav)
@@ -162,25 +184,31 @@ def run_headless(session: Session, participant: Participant, on_trial=None) -> N
 def run_session(
     participant: Participant, label: str, data_dir: Path, *, protocol: Protocol | None = None,
     stimuli: Path | None = None, norms: Path | None = None, generator: PictureGenerator | None = None,
-    transcriber: Transcriber | None = None, trial_annotators: list[TrialAnnotator] = (), resume: bool = False,
+    transcriber: Transcriber | None = None, live=None, trial_annotators: list[TrialAnnotator] = (), resume: bool = False,
     key_file: Path | None = None, min_free_bytes: int = 200_000_000, on_trial=None, export: bool = True,
 ) -> dict:
-    """Open (or resume) a session, run it headless to the end, export BIDS + tidy CSV; returns a summary."""
+    """Open (or resume) a session, run it headless to the end, export BIDS + tidy CSV; returns a summary.
+    `live(protocol) -> LivePipeline` runs WAV utterances live; its generator serves every other picture too."""
     stimulus_set = load_stimuli(stimuli, norms) if stimuli else None
     if not resume:  # refuse before a session folder exists
         protocol = protocol or load_protocol()
-        _require_generator(protocol, generator)
+        _require_generator(protocol, generator or live)
     protocol, plan, store = open_session(label, Path(data_dir), protocol=protocol, stimuli=stimulus_set, resume=resume,
                                          key_file=key_file, min_free_bytes=min_free_bytes)
+    pipeline = None
     try:
+        pipeline = live(protocol) if live is not None else None
+        generator = pipeline.generator if pipeline is not None else generator
         _require_generator(protocol, generator)
         session = Session(protocol, plan, store, generator=generator, transcriber=transcriber,
                           trial_annotators=trial_annotators)
-        run_headless(session, participant, on_trial)
+        run_headless(session, participant, on_trial, live=pipeline)
         summary = {"session_code": store.code, "participant": store.meta["participant"], "session": store.meta["session"],
                    "state": store.end_state(), "trials_recorded": len(store.finished_trials()), "trials_planned": len(plan),
                    "folder": str(store.folder)}
     finally:
+        if pipeline is not None:
+            pipeline.close()
         store.close()
     if export:
         summary["bids"] = str(bids.export_bids(data_dir))
