@@ -1,0 +1,389 @@
+"""The app: loads and warms the engines, then drives the headless `Session` phase by phase.
+
+Every session verb is called here, on the event loop's thread (the session's SQLite connection belongs to it);
+blocking work (engine load, warm-up, picture making, listening) runs in thread workers and comes back as
+messages. Phases end by a timer at `phase.due_ns`, a rating, a final transcript or an acknowledgement.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.theme import Theme
+from textual.timer import Timer
+
+from edge_cer.errors import EdgeCerError
+from edge_cer.session import bids
+from edge_cer.session.data import read_session
+from edge_cer.session.engine import NS, Phase, Session
+from edge_cer.session.generation import PlaceholderGenerator
+from edge_cer.session.protocol import Protocol, load_protocol
+from edge_cer.session.run import open_session
+from edge_cer.session.stimuli import StimulusSet, synthetic_stimuli
+from edge_cer.tui.pictures import BackgroundPictures
+from edge_cer.tui.screens.experimenter import ExperimenterScreen
+from edge_cer.tui.screens.help import HelpScreen
+from edge_cer.tui.screens.session import SessionScreen
+from edge_cer.tui.screens.setup import SetupScreen
+from edge_cer.tui.speech import listen, microphone_problem
+from edge_cer.tui.widgets.picture import PictureView, mode_name
+
+# Calm: muted blue-green on slate, amber for warnings, and no red anywhere (error is amber too).
+CALM = Theme(name="edge-cer-calm", primary="#7fa7c9", secondary="#8fbcaa", accent="#a99cc9", warning="#d4b36f",
+             error="#d4b36f", success="#8fbcaa", foreground="#d8dde6", background="#1e2228", surface="#252a31",
+             panel="#2d333b", dark=True)
+LAST_TRIALS = 5  # rows of the experimenter's latency table
+
+
+@dataclass
+class TuiOptions:
+    """What `edge-cer tui` resolved from its options; the defaults are the embedded protocol and stimuli."""
+
+    data_dir: Path
+    protocol: Protocol | None = None
+    stimuli: StimulusSet | None = None
+    engines: Path | None = None  # the picture engine folder (edge_cer.engine.load_generator)
+    placeholder: bool = False  # no engine: AI-feedback trials get PlaceholderGenerator pictures (not AI)
+    asr: Path | None = None  # the speech recogniser folder; without it the reappraisal is typed
+    typing: bool = False  # type even with a recogniser and a microphone
+    pictures: str = "auto"  # textual-image drawing: auto, tgp, sixel, halfcell, unicode
+    participant: str = ""  # prefills the setup screen
+    key_file: Path | None = None
+    min_free_bytes: int = 200_000_000
+    audio_source: Callable[[], Iterator[np.ndarray]] | None = None  # replaces the microphone (tests, replays)
+
+
+class CerApp(App[dict]):
+    """Returns a summary dict from `run()`: session code, state (completed, aborted, or running when quit)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "edge-cer"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        Binding("f1", "help", "help"),
+        Binding("f2", "experimenter", "experimenter"),
+        Binding("ctrl+q", "quit", "quit (saved)", priority=True),
+    ]
+
+    class WarmupStep(Message):
+        def __init__(self, done: int, total: int, text: str, ready: bool = False, problem: str = ""):
+            super().__init__()
+            self.done, self.total, self.text, self.ready, self.problem = done, total, text, ready, problem
+
+    class PictureMade(Message):
+        def __init__(self, token: int):
+            super().__init__()
+            self.token = token
+
+    class Heard(Message):
+        """A recogniser event for the speaking phase `token`; `event` None: listening has ended."""
+
+        def __init__(self, token: int, event):
+            super().__init__()
+            self.token, self.event = token, event
+
+    def __init__(self, options: TuiOptions):
+        super().__init__()
+        self.options = options
+        self.protocol = options.protocol or load_protocol()
+        self.stimuli = options.stimuli
+        self.pictures: BackgroundPictures | None = None
+        self.recognizer = None
+        self.typing = True
+        self.session: Session | None = None
+        self.summary: dict = {"state": "not started"}
+        self._token = 0  # which phase a timer, picture or recogniser event belongs to
+        self._timer: Timer | None = None
+        self._stop_listening = threading.Event()
+        self._answered = False  # the speaking phase has its final transcript
+
+    # ---- setup and warm-up ----
+
+    def on_mount(self) -> None:
+        self.register_theme(CALM)
+        self.theme = CALM.name
+        self.push_screen(SetupScreen(self.options.participant))
+        self.call_after_refresh(self._show_facts)
+        self.warm_up()
+
+    def _show_facts(self, speech: str | None = None) -> None:
+        p, o = self.protocol, self.options
+        conditions = ", ".join(c.label for c in p.conditions)
+        engine = "placeholder pictures (not AI)" if o.placeholder else (f"{o.engines.name}" if o.engines else "none")
+        self._setup().facts = (
+            ("protocol", f"{p.name}: {p.design.trials_per_condition} trials x {conditions}"),
+            ("stimuli", "synthetic (never for research)" if self.stimuli is None or self.stimuli.synthetic
+             else self.stimuli.folder.name),
+            ("pictures", engine if p.uses_ai_feedback else "not used (no AI-feedback condition)"),
+            ("speech", speech or "checking…"),
+            ("display", f"pictures drawn as {mode_name(o.pictures)}"),
+        )
+
+    def _setup(self) -> SetupScreen:
+        return next(s for s in self.screen_stack if isinstance(s, SetupScreen))
+
+    @work(thread=True, exclusive=True, group="warmup")
+    def warm_up(self) -> None:
+        """Load the engines and run each once, so the first trial is as fast as the rest."""
+        o, step = self.options, partial(self.post_message)
+        try:
+            wants_speech = o.asr is not None and not o.typing
+            total = 2 + 2 * int(self.protocol.uses_ai_feedback) + 2 * int(wants_speech)
+            step(self.WarmupStep(0, total, "reading stimuli"))
+            self.stimuli = self.stimuli or synthetic_stimuli()
+            done = 1
+            if self.protocol.uses_ai_feedback:
+                step(self.WarmupStep(done, total, "loading the picture engine"))
+                self.pictures = BackgroundPictures(self._load_generator())
+                step(self.WarmupStep(done + 1, total, "warm-up: one picture"))
+                g, first = self.protocol.generation, self.stimuli.stimuli[0].path
+                self.pictures.make(first, "warm-up", seed=0, strength=g.strength, ip_scale=g.ip_scale, steps=g.steps)
+                self.pictures.generate(first, "warm-up", seed=0, strength=g.strength, ip_scale=g.ip_scale, steps=g.steps)
+                done += 2
+            speech = "typed entry" + (" (--typing)" if o.typing else " (no --asr)")
+            if wants_speech:
+                problem = microphone_problem() if o.audio_source is None else None
+                if problem:
+                    speech = f"typed entry: {problem}"
+                else:
+                    step(self.WarmupStep(done, total, "loading the speech recogniser"))
+                    from edge_cer.speech.recognizer import create_recognizer
+
+                    recognizer = create_recognizer(o.asr)
+                    step(self.WarmupStep(done + 1, total, "warm-up: one second of silence"))
+                    stream = recognizer.create_stream()
+                    stream.accept_waveform(16000, np.zeros(16000, np.float32))
+                    recognizer.decode(stream) + recognizer.finish(stream)
+                    self.recognizer, self.typing = recognizer, False
+                    speech = f"live speech ({recognizer.__class__.__name__})"
+                done += 2
+            self.call_from_thread(self._show_facts, speech)
+            step(self.WarmupStep(total, total, "ready", ready=True))
+        except Exception as exc:  # shown on the setup screen; the experimenter fixes the option and restarts
+            step(self.WarmupStep(0, 1, "warm-up failed", problem=str(exc)))
+
+    def _load_generator(self):
+        if self.options.engines is not None:
+            from edge_cer.engine import load_generator
+
+            return load_generator(self.options.engines)
+        if self.options.placeholder:
+            return PlaceholderGenerator()
+        raise EdgeCerError(f"{self.protocol.source}: has AI-feedback conditions; pass --engines DIR "
+                           "(or --placeholder for a rehearsal without AI pictures)")
+
+    def on_cer_app_warmup_step(self, message: WarmupStep) -> None:
+        setup = self._setup()
+        setup.warmup = (message.done, message.total, message.text)
+        setup.ready, setup.problem = message.ready, message.problem
+
+    @on(SetupScreen.Begin)
+    async def begin(self, message: SetupScreen.Begin) -> None:
+        """Open (or resume) the participant's session and show its first phase."""
+        store = None
+        try:
+            protocol, plan, store = open_session(
+                message.label, self.options.data_dir, protocol=None if message.resume else self.protocol,
+                stimuli=self.stimuli, resume=message.resume, key_file=self.options.key_file,
+                min_free_bytes=self.options.min_free_bytes)
+            self.session = Session(protocol, plan, store, generator=self.pictures)
+        except EdgeCerError as exc:
+            if store is not None:
+                store.close()
+            self._setup().problem = str(exc)
+            return
+        self.protocol = protocol
+        self.summary = {"session_code": store.code, "participant": store.meta["participant"],
+                        "session": store.meta["session"], "folder": str(store.folder)}
+        await self.switch_screen(SessionScreen(protocol, self.typing, self.options.pictures))
+        self.advance()
+
+    # ---- driving the session ----
+
+    def _screen(self) -> SessionScreen:
+        return next(s for s in self.screen_stack if isinstance(s, SessionScreen))
+
+    def advance(self) -> None:
+        """End the current phase and show the next; the session decides which."""
+        self._leave_phase()
+        phase = self.session.next_phase()
+        if phase is None:
+            self.finish()
+        else:
+            self._show(phase)
+
+    def _leave_phase(self) -> None:
+        self._token += 1
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._stop_listening.set()
+
+    def _show(self, phase: Phase) -> None:
+        self._answered = False
+        self._screen().phase = phase
+        trial, token = phase.trial, self._token
+        if phase.name in ("stimulus", "feedback") and phase.picture is not None:
+            self._log_render(phase)
+        if phase.name == "stimulus" and trial.condition.feedback == "ai" and self.pictures is not None:
+            self._precompute(trial.stimulus.path)
+        if phase.name == "regulate" and trial.condition.speaks and not self.typing:
+            self._stop_listening = threading.Event()
+            self._listen(token, self._stop_listening)
+        if phase.due_ns is not None:
+            delay = (phase.due_ns - self.session.clock.now_ns()) / NS
+            if delay > 0:
+                self._timer = self.set_timer(delay, partial(self._time_up, token))
+            else:  # already due (a zero duration, or a late phase); a Timer cannot run with interval 0
+                self.call_later(self._time_up, token)
+
+    def _log_render(self, phase: Phase) -> None:
+        """How the picture was drawn, per trial, in the session's event log (mode and box size)."""
+        view = self._screen().query_one(PictureView)
+        self.session.store.log_event(
+            self.session.attempt, phase.trial.trial, phase.name, "picture_render", self.session.clock.now_ns(),
+            mode=view.mode, cells=list(view.box_cells()), pixels=list(view.box_pixels()), file=phase.picture.name)
+
+    def _time_up(self, token: int) -> None:
+        if token != self._token or self.session.paused:
+            return
+        phase = self.session.current
+        if phase.name == "regulate" and phase.trial.condition.speaks and not self._answered:
+            if self.typing:
+                text = self._screen().query_one("#typed").value.strip()
+                return self._final(text) if text else self.advance()
+            self._stop_listening.set()  # the recogniser finishes the utterance; its Final (or None) comes next
+            self._timer = None
+            return
+        self.advance()
+
+    def _final(self, text: str, speech_end_ns: int | None = None) -> None:
+        """The final transcript ends the speaking phase; an AI trial then waits for its picture."""
+        self._answered = True
+        self.session.submit_transcript(text, speech_end_ns=speech_end_ns)
+        trial = self.session.current.trial
+        if trial.condition.feedback == "ai" and text.strip():
+            if self._timer is not None:
+                self._timer.stop()
+            self._screen().making_picture = True
+            self._make_picture(self._token, trial, text)
+        else:
+            self.advance()
+
+    @work(thread=True, group="pictures")
+    def _precompute(self, stimulus: Path) -> None:
+        self.pictures.precompute(stimulus)
+
+    @work(thread=True, group="pictures")
+    def _make_picture(self, token: int, trial, prompt: str) -> None:
+        g = self.protocol.generation
+        self.pictures.make(trial.stimulus.path, prompt, seed=trial.seed, strength=g.strength,
+                           ip_scale=g.ip_scale, steps=g.steps)
+        self.post_message(self.PictureMade(token))
+
+    def on_cer_app_picture_made(self, message: PictureMade) -> None:
+        if message.token == self._token and not self.session.paused:
+            self.advance()
+
+    @work(thread=True, group="speech")
+    def _listen(self, token: int, stop: threading.Event) -> None:
+        try:
+            listen(self.recognizer, lambda event: self.post_message(self.Heard(token, event)), stop,
+                   self.options.audio_source)
+        finally:
+            self.post_message(self.Heard(token, None))
+
+    def on_cer_app_heard(self, message: Heard) -> None:
+        if message.token != self._token or self._answered or self.session.paused:
+            return
+        from edge_cer.speech.recognizer import Final
+
+        event, screen = message.event, self._screen()
+        if event is None:  # listening ended (time limit) without a final transcript
+            self.advance()
+        elif isinstance(event, Final):
+            self._stop_listening.set()
+            screen.transcript, screen.transcript_final = event.text, True
+            self._final(event.text, self.session.current.onset_ns + round(event.t_endpoint * NS))
+        else:
+            screen.transcript = event.text
+            self.session.submit_transcript(event.text, final=False)
+
+    @on(SessionScreen.Typed)
+    def typed(self, message: SessionScreen.Typed) -> None:
+        """A typed reappraisal is the final transcript."""
+        if self.session.current.name == "regulate" and not self._answered and not self.session.paused:
+            self._final(message.text)
+
+    @on(SessionScreen.Acknowledged)
+    def acknowledged(self) -> None:
+        """Instructions, a break or the end screen was read."""
+        self.advance()
+
+    def on_rating_scale_chosen(self, message) -> None:
+        if self.session.current.name in ("rating_pre", "rating_post") and not self.session.paused:
+            self.session.submit_rating(message.value)
+            self.advance()
+
+    # ---- the experimenter ----
+
+    def action_experimenter(self) -> None:
+        """Pause the session and open the experimenter overlay."""
+        if self.session is None or self.session.current is None or self.session.paused:
+            return
+        self._leave_phase()
+        self.session.pause()
+        phase = self.session.current
+        where = f"trial {phase.trial.trial} · {phase.name}" if phase.trial else phase.name
+        _, trials, _ = read_session(self.session.store.folder)
+        self.push_screen(ExperimenterScreen(where, trials[-LAST_TRIALS:]), self._experimenter_done)
+
+    def _experimenter_done(self, result: tuple[str, str]) -> None:
+        verb, reason = result
+        if verb == "abort":
+            self.session.abort(reason)
+            return self.finish()
+        phase = self.session.resume()
+        if verb == "skip" and self.session.skip_trial(reason):
+            return self.advance()
+        self._show(phase)
+
+    def action_help(self) -> None:
+        """Show every key."""
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Experimenter", "Pause; skip the trial or abort with a reason", self.action_experimenter)
+        yield SystemCommand("Keys", "Every key of the session", self.action_help)
+
+    # ---- the end ----
+
+    def finish(self) -> None:
+        """Close the session's data (already committed) and exit with a summary; exports when it has ended."""
+        self._leave_phase()
+        if self.session is not None:
+            store = self.session.store
+            state = store.end_state()
+            self.summary.update(state=state or "running", trials_recorded=len(store.finished_trials()))
+            store.close()
+            self.session = None
+            if state is not None:
+                self.summary["bids"] = str(bids.export_bids(self.options.data_dir))
+                self.summary["tidy_csv"] = str(bids.export_tidy(self.options.data_dir))
+        self.exit(self.summary)
+
+    async def action_quit(self) -> None:
+        """Quit at any point: every phase and response is already on disk; the session can be resumed."""
+        self.finish()

@@ -1,0 +1,1 @@
+"""Screens: setup (experimenter), the session (participant), the experimenter overlay and help."""
