@@ -1,0 +1,208 @@
+"""Pilot tests: the app drives whole short sessions through the session engine; the data on disk is checked."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_cer.session.data import read_session
+from edge_cer.speech import recognizer as speech_recognizer
+from edge_cer.speech.recognizer import Final, Partial
+from tests.tui_helpers import make_app
+
+SIZE = (100, 36)
+pytestmark = pytest.mark.anyio  # anyio's pytest plugin runs the async tests
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def ready(app, pilot):
+    """Wait for the warm-up (a thread worker) to finish."""
+    for _ in range(200):
+        await pilot.pause(0.02)
+        if app._setup().ready or app._setup().problem:
+            break
+    assert app._setup().ready, app._setup().problem
+
+
+async def start(app, pilot, label="P001", resume=False):
+    await ready(app, pilot)
+    if resume:
+        await pilot.click("#resume")
+    app.screen.query_one("#label").value = ""
+    await pilot.click("#label")
+    await pilot.press(*label, "enter")
+    await pilot.pause()
+
+
+async def phase_is(app, pilot, *names):
+    for _ in range(100):
+        if app.session.current is not None and app.session.current.name in names:
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"expected {names}, session is in {app.session.current.name}")
+
+
+async def run_trial(app, pilot, pre: str, text: str, post_keys):
+    await phase_is(app, pilot, "rating_pre")
+    await pilot.press(pre)
+    await phase_is(app, pilot, "regulate")
+    await pilot.press(*text, "enter")
+    await phase_is(app, pilot, "rating_post")
+    await pilot.press(*post_keys)
+
+
+async def test_typed_session_records_every_trial_and_exports(tmp_path):
+    """Two conditions x 1 trial plus one practice trial: typed reappraisals, number-key and arrow ratings."""
+    app = make_app(tmp_path / "data", tmp_path / "stimuli", trials_per_condition=1, practice=1,
+                   feedback='["ai"]')
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await phase_is(app, pilot, "instructions")
+        assert "practice" in app.session.current.text
+        await pilot.press("enter")
+        await run_trial(app, pilot, "8", "it is a film set", ["3"])
+        await phase_is(app, pilot, "break")  # practice -> first block
+        await pilot.press("enter")
+        await run_trial(app, pilot, "7", "the people are actors", ["left", "left", "enter"])
+        await phase_is(app, pilot, "break")
+        await pilot.press("enter")
+        await run_trial(app, pilot, "9", "a red car and a street", ["2"])
+        await phase_is(app, pilot, "end")
+        await pilot.press("enter")
+        await pilot.pause()
+    summary = app.return_value
+    assert summary["state"] == "completed" and summary["trials_recorded"] == 3
+    _, trials, events = read_session(summary["folder"])
+    assert [t["transcript"] for t in trials] == ["it is a film set", "the people are actors", "a red car and a street"]
+    # The first arrow press selects the middle of the scale (5), the second moves one lower: 4.
+    assert [(t["rating_pre"], t["rating_post"]) for t in trials] == [(8, 3), (7, 4), (9, 2)]
+    assert [t["practice"] for t in trials] == [1, 0, 0] and {t["status"] for t in trials} == {"completed"}
+    assert all(t["picture_file"] and t["picture_ready_s"] is not None for t in trials)
+    params = json.loads(trials[0]["generation"])["params"]
+    assert params["engine"] == "placeholder" and params["seed"] == trials[0]["seed"]
+    renders = [json.loads(e["detail"]) | {"phase": e["phase"]} for e in events if e["kind"] == "picture_render"]
+    assert [r["phase"] for r in renders] == ["stimulus", "feedback"] * 3
+    assert {(r["mode"], tuple(r["cells"])) for r in renders} == {("halfcell", (48, 24))}
+    assert (tmp_path / "data" / "trials.csv").read_text().count("\n") == 4
+    assert (tmp_path / "data" / "bids" / "dataset_description.json").exists()
+
+
+async def test_experimenter_skips_then_aborts_with_reasons(tmp_path):
+    app = make_app(tmp_path / "data", tmp_path / "stimuli", trials_per_condition=2, feedback='["none"]')
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await pilot.press("enter")
+        await phase_is(app, pilot, "rating_pre")
+        await pilot.press("f2")
+        await pilot.pause()
+        assert app.session.paused
+        await pilot.click("#reason")
+        await pilot.press(*"participant sneezed")
+        await pilot.click("#skip")
+        await phase_is(app, pilot, "rating_pre")
+        assert app.session.current.trial.trial == 2
+        await pilot.press("6")
+        await phase_is(app, pilot, "regulate")
+        await pilot.press("f2")
+        await pilot.pause()
+        await pilot.click("#abort")  # refused without a reason
+        await pilot.pause()
+        assert app.session is not None and "reason" in str(app.screen.query_one("#problem").render())
+        await pilot.click("#reason")
+        await pilot.press(*"participant asked to stop")
+        await pilot.click("#abort")
+        await pilot.pause()
+    summary = app.return_value
+    assert summary["state"] == "aborted"
+    _, trials, events = read_session(summary["folder"])
+    assert [(t["trial"], t["status"]) for t in trials] == [(1, "skipped"), (2, "aborted")]
+    assert trials[1]["rating_pre"] == 6
+    reasons = {e["kind"]: json.loads(e["detail"]).get("reason") for e in events if e["kind"] in ("skip", "abort")}
+    assert reasons == {"skip": "participant sneezed", "abort": "participant asked to stop"}
+
+
+async def test_quit_keeps_the_data_and_resume_finishes_the_session(tmp_path):
+    kwargs = dict(trials_per_condition=1, feedback='["none"]')
+    app = make_app(tmp_path / "data", tmp_path / "stimuli", **kwargs)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await pilot.press("enter")
+        await run_trial(app, pilot, "5", "just a picture", ["4"])
+        await phase_is(app, pilot, "break")
+        await pilot.press("enter")
+        await phase_is(app, pilot, "rating_pre")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    first = app.return_value
+    assert first["state"] == "running" and first["trials_recorded"] == 1
+
+    app = make_app(tmp_path / "data", tmp_path / "stimuli", **kwargs)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)  # a new session is refused while one is unfinished
+        assert "--resume" in app._setup().problem and app.session is None
+        await start(app, pilot, resume=True)
+        assert app.session is not None, app._setup().problem
+        await pilot.press("enter")
+        await run_trial(app, pilot, "6", "it looks staged", ["5"])
+        await phase_is(app, pilot, "end")
+        await pilot.press("enter")
+        await pilot.pause()
+    second = app.return_value
+    assert second["session_code"] == first["session_code"] and second["state"] == "completed"
+    _, trials, events = read_session(second["folder"])
+    assert [(t["trial"], t["transcript"], t["attempt"]) for t in trials] == [(1, "just a picture", 1),
+                                                                              (2, "it looks staged", 2)]
+    assert any(e["kind"] == "interrupted" for e in events)
+
+
+class ScriptedRecognizer:
+    """The recogniser's verbs without a model: a partial per decode, a final once 0.3 s of audio arrived."""
+
+    def create_stream(self):
+        return type("Stream", (), {"samples": 0, "done": False, "accept_waveform":
+                                   lambda s, rate, x: setattr(s, "samples", s.samples + len(x))})()
+
+    def decode(self, stream, partials=True):
+        t = stream.samples / 16000
+        if stream.done:
+            return []
+        if t >= 0.3:
+            stream.done = True
+            return [Final("they are only actors", t_endpoint=0.25, t_final=t)]
+        return [Partial("they are", t)] if partials else []
+
+    def finish(self, stream):
+        return []
+
+
+def quiet_audio():
+    import time
+
+    while True:  # 50 ms chunks in real time, like a microphone
+        time.sleep(0.05)
+        yield np.zeros(800, np.float32)
+
+
+async def test_live_speech_partials_and_final_reach_the_session(tmp_path, monkeypatch):
+    monkeypatch.setattr(speech_recognizer, "create_recognizer", lambda folder: ScriptedRecognizer())
+    app = make_app(tmp_path / "data", tmp_path / "stimuli", trials_per_condition=1, feedback='["ai"]',
+                   asr=tmp_path, audio_source=quiet_audio)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        assert not app.typing
+        await pilot.press("enter")
+        await phase_is(app, pilot, "rating_pre")
+        await pilot.press("7")
+        await phase_is(app, pilot, "rating_post")  # the final transcript ended speaking; the picture was shown
+        await pilot.press("3")
+        await pilot.press("ctrl+q")
+    _, trials, events = read_session(app.return_value["folder"])
+    assert trials[0]["transcript"] == "they are only actors" and trials[0]["picture_file"]
+    assert any(e["kind"] == "partial" and json.loads(e["detail"])["text"] == "they are" for e in events)
+    assert trials[0]["speech_end_s"] == pytest.approx(0.25, abs=1e-6)  # the recogniser's endpoint, on the phase clock
