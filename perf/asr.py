@@ -4,7 +4,9 @@
 
 Settings: espeak-ng speech (about 5 s) followed by 1.5 s of silence, replayed in real time through
 RecognizerWorker in 100 ms chunks. Warm-up: one full decode before measuring. Latency = wall time of the Final
-minus the wall time at which the last speech sample was pushed (t_endpoint on the replay clock).
+minus the wall time at which the last speech sample was pushed (the end of speech is read off the waveform: the
+last 10 ms above -40 dBFS, independent of the recogniser). Partial interval = wall time between partials whose
+text changed; CPU s = process CPU time, which the other jobs on a shared machine inflate far less than wall time.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_cer.speech.audio import read_audio
-from edge_cer.speech.recognizer import Final, Partial, RecognizerWorker, create_recognizer, _offline_text
+from edge_cer.speech.recognizer import Final, Partial, RecognizerWorker, RecognizerConfig, create_recognizer, _offline_text
 from edge_cer.speech.wer import word_error_rate
 
 TEXT = "I can see that the person in the picture is getting help, and things will get better soon."
@@ -32,18 +34,25 @@ def main() -> None:
     parser.add_argument("--asr", type=Path, required=True)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--tail-paddings", type=int, default=RecognizerConfig.whisper_tail_paddings,
+                        help="Whisper tail paddings in 10 ms frames (sherpa's own default: 1000)")
+    parser.add_argument("--threads", type=int, default=RecognizerConfig.num_threads)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", f"{tmp}/s.wav", TEXT], check=True)
         speech = read_audio(f"{tmp}/s.wav")
     audio = np.concatenate([speech, np.zeros(int(1.5 * 16000), np.float32)])
-    recognizer = create_recognizer(args.asr)
+    loud = np.flatnonzero(np.abs(speech[: len(speech) // 160 * 160]).reshape(-1, 160).max(axis=1) > 0.01)
+    speech_end = (loud[-1] + 1) * 160 / 16000
+    recognizer = create_recognizer(args.asr, RecognizerConfig(num_threads=args.threads,
+                                                              whisper_tail_paddings=args.tail_paddings))
     offline = getattr(recognizer, "offline", None)
     # 1. RTF of one offline decode of the whole utterance (burn-in first).
     _offline_text(offline, speech)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     _offline_text(offline, speech)
     rtf = (time.perf_counter() - start) / (len(speech) / 16000)
+    rtf_cpu = (time.process_time() - cpu) / (len(speech) / 16000)
     # 2. Real-time replay.
     latencies, intervals, wers = [], [], []
     for _ in range(args.runs):
@@ -55,13 +64,14 @@ def main() -> None:
             worker.push(audio[i:i + 1600])
         worker.close()
         finals = [e for e in events if isinstance(e, Final)]
-        partial_walls = [t0 + e.t for e in events if isinstance(e, Partial)]
-        latencies.append(finals[0].wall - (t0 + finals[0].t_endpoint))
-        intervals += list(np.diff(partial_walls))
+        latencies.append(finals[-1].wall - (t0 + speech_end))
+        intervals += list(np.diff([e.wall for e in events if isinstance(e, Partial)]))
         wers.append(word_error_rate(TEXT, " ".join(f.text for f in finals)))
-    result = {"asr": str(args.asr), "mode": recognizer.mode, "utterance_s": round(len(speech) / 16000, 2),
+    result = {"asr": str(args.asr), "mode": recognizer.mode, "utterance_s": round(speech_end, 2),
               "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-              "num_threads": recognizer.config.num_threads, "rtf_offline_decode": round(rtf, 3),
+              "load_1min": round(os.getloadavg()[0], 2), "num_threads": recognizer.config.num_threads,
+              "whisper_tail_paddings": recognizer.config.whisper_tail_paddings,
+              "rtf_offline_decode": round(rtf, 3), "rtf_offline_decode_cpu": round(rtf_cpu, 3),
               "final_latency_s": {"p50": round(float(np.median(latencies)), 3), "max": round(max(latencies), 3)},
               "partial_interval_s": {"p50": round(float(np.median(intervals)), 3),
                                      "p95": round(float(np.percentile(intervals, 95)), 3)} if intervals else None,

@@ -6,7 +6,9 @@ Three modes, chosen by what the ASR folder holds (see edge_cer.speech.manifest):
 - ``two-pass``: the same partials and endpoints; the final text comes from an ``OfflineRecognizer`` (Whisper)
   run on the utterance's audio.
 - ``vad``: no streaming model. Silero VAD cuts speech segments; the offline model re-decodes the growing segment
-  for partials and decodes the whole segment for the final.
+  for partials while someone speaks, and decodes the segment for the final. When live, that final decode starts at
+  the first silent VAD window (speculatively) instead of after the VAD's full silence, and is kept if the segment
+  the VAD then closes ends there.
 
 Example (a complete run over a file, fast)::
 
@@ -41,10 +43,12 @@ from edge_cer.speech.manifest import SAMPLE_RATE, AsrFolder, ModelFiles, load_as
 
 @dataclass(frozen=True)
 class Partial:
-    """The current, still changing text of the utterance. `t`: audio time (s) decoded so far."""
+    """The current, still changing text of the utterance. `t`: audio time (s) decoded so far; `wall`:
+    `time.monotonic()` when the text was ready."""
 
     text: str
     t: float
+    wall: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ class RecognizerConfig:
     vad_threshold: float = 0.5  # Silero's own default speech probability threshold
     vad_max_speech: float = 20.0  # Whisper reads at most 30 s; same cap as the streaming rule 3
     partial_interval: float = 0.32  # vad mode: re-decode the growing segment every 320 ms of new speech
+    # Whisper: zero mel frames (10 ms each) appended after the audio so it finds the end of text. sherpa's default
+    # is 1000, which makes the encoder read 10 s more than the audio; 100 gives the same text on our espeak
+    # sentences (perf/asr.md) at less than half the encoder cost for a 5 s utterance.
+    whisper_tail_paddings: int = 100
 
 
 def _check_rate(sample_rate: int) -> None:
@@ -94,6 +102,15 @@ def _offline_text(offline, samples: np.ndarray) -> str:
     return stream.result.text.strip()
 
 
+@dataclass(frozen=True)
+class Speculation:
+    """A final decoded before the VAD closed its segment: valid if the segment starts at `start` and ends by `end`."""
+
+    start: int
+    end: int
+    text: str
+
+
 class SpeechStream:
     """Audio of one speaker: samples not yet decoded, the sherpa stream (or VAD), the current utterance.
 
@@ -101,9 +118,13 @@ class SpeechStream:
     checks for an endpoint after each, so one large accept (a whole file) still ends every utterance in place.
     """
 
-    def __init__(self, online_stream=None, vad=None):
+    def __init__(self, online_stream=None, vad=None, voice=None):
         self.online = online_stream
         self.vad = vad
+        self.voice = voice  # vad mode: Silero without the silence hangover (is someone speaking right now?)
+        self.speaking = False
+        self.voice_buffer = np.zeros(0, np.float32)  # samples the voice detector has not yet read
+        self.speculative: Speculation | None = None  # vad mode: the final decoded at the first silent window
         self.pending = np.zeros(0, np.float32)  # accepted, not yet fed to sherpa
         self.utterance: list[np.ndarray] = []  # samples since the last final (two-pass / vad partials)
         self.utterance_start = 0  # sample index where `utterance` starts
@@ -207,34 +228,48 @@ class StreamingRecognizer:
 
 
 class VadRecognizer:
-    """Silero VAD segments + an offline model (vad mode): partials by re-decoding, a final per segment."""
+    """Silero VAD segments + an offline model (vad mode): partials by re-decoding, a final per segment.
+
+    Two Silero instances read the same windows: sherpa's `VoiceActivityDetector` cuts the segments (a segment ends
+    after `vad_min_silence` of silence), and a bare `VadModel` without that hangover says whether someone is
+    speaking in the newest window. Partials are decoded only while someone speaks; at the first silent window the
+    final is decoded speculatively, so it is ready when the VAD confirms the end instead of starting then.
+    """
 
     mode = "vad"
 
-    def __init__(self, offline, vad_config, config: RecognizerConfig | None = None):
+    def __init__(self, offline, vad_config, voice_config, config: RecognizerConfig | None = None):
         import sherpa_onnx
 
         self.offline, self.vad_config = offline, vad_config
         self.config = config or RecognizerConfig()
         self._new_vad = lambda: sherpa_onnx.VoiceActivityDetector(vad_config, buffer_size_in_seconds=60)
+        self._new_voice = lambda: sherpa_onnx.VadModel.create(voice_config)
 
     def create_stream(self) -> SpeechStream:
-        return SpeechStream(vad=self._new_vad())
+        return SpeechStream(vad=self._new_vad(), voice=self._new_voice())
 
     def decode(self, stream: SpeechStream, partials: bool = True) -> list[Event]:
-        """Feed the VAD window by window; a Final per finished segment, a re-decoded Partial when due."""
+        """Feed the VAD window by window; a Final per finished segment.
+
+        `partials`: the caller is live and has caught up with the audio. Then, while someone speaks, the growing
+        segment is re-decoded for a Partial when due; at a pause, the final is decoded speculatively. A file
+        decode passes False: each segment is decoded once, when the VAD closes it.
+        """
         events: list[Event] = []
         while (piece := stream.take(SILERO_VAD_WINDOW)) is not None:
-            stream.vad.accept_waveform(np.pad(piece, (0, SILERO_VAD_WINDOW - len(piece))))
+            window = np.pad(piece, (0, SILERO_VAD_WINDOW - len(piece)))
+            stream.vad.accept_waveform(window)
+            if self._voice_heard(stream, window):
+                stream.speculative = None  # speech went on: the segment will end later
             events += self._pop_segments(stream)
         if stream.vad.is_speech_detected():
-            due = stream.num_samples - stream.last_partial_at >= self.config.partial_interval * SAMPLE_RATE
-            if partials and due:
-                stream.last_partial_at = stream.num_samples
-                text = _offline_text(self.offline, stream.utterance_samples())
-                if text and text != stream.last_text:
-                    stream.last_text = text
-                    events.append(Partial(text, stream.t))
+            if partials and stream.speaking:
+                events += self._partial(stream)
+            elif partials and stream.speculative is None:
+                segment = stream.vad.current_segment
+                audio = self._with_lead(stream, segment.start, segment.samples)
+                stream.speculative = Speculation(segment.start, stream.num_samples, _offline_text(self.offline, audio))
         elif not events:
             # Silence: keep only a short pre-roll so memory stays bounded and partials start near the speech.
             stream.start_utterance(stream.num_samples - int(0.5 * SAMPLE_RATE))
@@ -248,22 +283,49 @@ class VadRecognizer:
         stream.vad.flush()
         return events + self._pop_segments(stream)
 
+    @staticmethod
+    def _voice_heard(stream: SpeechStream, window: np.ndarray) -> bool:
+        """Run the voice detector on the newest window, framed as sherpa's VAD frames it: Silero v5 reads
+        `window_size()` samples (64 of context + 512 new) and moves 512; any other length makes sherpa exit."""
+        stream.voice_buffer = np.concatenate([stream.voice_buffer, window])
+        size = stream.voice.window_size()
+        while len(stream.voice_buffer) >= size:
+            stream.speaking = stream.voice.is_speech(stream.voice_buffer[:size])
+            stream.voice_buffer = stream.voice_buffer[SILERO_VAD_WINDOW:]
+        return stream.speaking
+
+    def _partial(self, stream: SpeechStream) -> list[Event]:
+        if stream.num_samples - stream.last_partial_at < self.config.partial_interval * SAMPLE_RATE:
+            return []
+        stream.last_partial_at = stream.num_samples
+        text = _offline_text(self.offline, stream.utterance_samples())
+        if not text or text == stream.last_text:
+            return []
+        stream.last_text = text
+        return [Partial(text, stream.t)]
+
+    @staticmethod
+    def _with_lead(stream: SpeechStream, start: int, samples) -> np.ndarray:
+        """A VAD segment's samples after what our utterance buffer still holds of the VAD_PRE_ROLL before it:
+        Silero fires a little after the onset and clips a soft first word ("The ...")."""
+        held, at = stream.utterance_samples(), start - stream.utterance_start
+        return np.concatenate([held[max(0, at - VAD_PRE_ROLL):max(0, at)], np.asarray(samples, np.float32)])
+
     def _pop_segments(self, stream: SpeechStream) -> list[Event]:
         events: list[Event] = []
         while not stream.vad.empty():
             # Copy before pop(): `front` refers into the VAD's queue, which pop() frees.
             start, samples = stream.vad.front.start, np.array(stream.vad.front.samples, np.float32)
             stream.vad.pop()
-            # Silero fires a little after the onset and clips a soft first word ("The ..."): prepend what our
-            # utterance buffer still holds of the VAD_PRE_ROLL before the segment.
-            held = stream.utterance_samples()
-            lead = held[max(0, start - VAD_PRE_ROLL - stream.utterance_start):max(0, start - stream.utterance_start)]
-            samples = np.concatenate([lead, samples])
-            text = _offline_text(self.offline, samples)
-            t_end = (start + len(samples)) / SAMPLE_RATE
+            end, spec = start + len(samples), stream.speculative
+            if spec is not None and spec.start == start and end <= spec.end + SILERO_VAD_WINDOW:
+                text = spec.text  # the speculative decode covered the whole segment
+            else:
+                text = _offline_text(self.offline, self._with_lead(stream, start, samples))
+            stream.speculative = None
             if text:
-                events.append(Final(text, t_end, stream.t))
-            stream.start_utterance(start + len(samples))
+                events.append(Final(text, end / SAMPLE_RATE, stream.t))
+            stream.start_utterance(end)
         return events
 
 
@@ -293,16 +355,19 @@ def _offline_recognizer(model: ModelFiles, config: RecognizerConfig):
     files = model.files
     return sherpa_onnx.OfflineRecognizer.from_whisper(
         encoder=str(files["encoder"]), decoder=str(files["decoder"]), tokens=str(files["tokens"]),
-        language=model.options.get("language", ""), task="transcribe", num_threads=config.num_threads)
+        language=model.options.get("language", ""), task="transcribe", num_threads=config.num_threads,
+        tail_paddings=config.whisper_tail_paddings)
 
 
-def _vad_config(model: ModelFiles, config: RecognizerConfig):
+def _vad_config(model: ModelFiles, config: RecognizerConfig, min_silence: float, min_speech: float = 0.25):
+    """Silero settings; `min_speech` 0.25 s is sherpa's default (a click does not start a segment)."""
     import sherpa_onnx
 
     vad = sherpa_onnx.VadModelConfig()
     vad.silero_vad.model = str(model.files["model"])
     vad.silero_vad.threshold = config.vad_threshold
-    vad.silero_vad.min_silence_duration = config.vad_min_silence
+    vad.silero_vad.min_silence_duration = min_silence
+    vad.silero_vad.min_speech_duration = min_speech
     vad.silero_vad.max_speech_duration = config.vad_max_speech
     vad.silero_vad.window_size = SILERO_VAD_WINDOW  # sherpa exits on any other window for Silero v5+
     vad.sample_rate = SILERO_VAD_SAMPLE_RATE  # sherpa exits on any other rate
@@ -318,7 +383,10 @@ def create_recognizer(asr_dir: str | Path | AsrFolder, config: RecognizerConfig 
     offline_rec = _offline_recognizer(offline, config) if offline else None
     if streaming:
         return StreamingRecognizer(_online_recognizer(streaming, config), offline_rec, config)
-    return VadRecognizer(offline_rec, _vad_config(folder.model("vad"), config), config)
+    vad = folder.model("vad")
+    # The segmenter waits `vad_min_silence`; the voice detector reports the first silent window at once.
+    return VadRecognizer(offline_rec, _vad_config(vad, config, config.vad_min_silence),
+                         _vad_config(vad, config, min_silence=0.0, min_speech=0.0), config)
 
 
 class RecognizerWorker:

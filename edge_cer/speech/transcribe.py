@@ -17,7 +17,8 @@ from pathlib import Path
 
 from edge_cer.errors import EdgeCerError
 from edge_cer.speech.audio import file_source, microphone_source
-from edge_cer.speech.recognizer import Final, Partial, RecognizerWorker, create_recognizer
+from edge_cer.speech.recognizer import (Final, Partial, Recognizer, RecognizerWorker, StreamingRecognizer,
+                                        VadRecognizer, create_recognizer)
 
 
 @dataclass(frozen=True)
@@ -28,14 +29,19 @@ class Transcript:
     finals: tuple[Final, ...]
 
 
-def transcribe_file(asr_dir: str | Path, path: str | Path, mix_down: bool = False, on_event=None) -> Transcript:
-    """Transcribe a WAV/FLAC file as fast as the CPU allows. Silent or empty audio gives an empty transcript."""
-    recognizer = create_recognizer(asr_dir)
+def transcribe_file(asr: str | Path | Recognizer, path: str | Path, mix_down: bool = False, on_event=None,
+                    partials: bool = False) -> Transcript:
+    """Transcribe a WAV/FLAC file as fast as the CPU allows. Silent or empty audio gives an empty transcript.
+
+    `asr`: an ASR folder, or a recognizer from `create_recognizer` (load once, transcribe many). `partials`:
+    also decode partial results (passed to `on_event`); off, each utterance is decoded once, for its final.
+    """
+    recognizer = asr if isinstance(asr, (StreamingRecognizer, VadRecognizer)) else create_recognizer(asr)
     stream = recognizer.create_stream()
     events = []
     for chunk in file_source(path, mix_down=mix_down):
         stream.accept_waveform(16000, chunk)
-        events += _emit(recognizer.decode(stream), on_event)
+        events += _emit(recognizer.decode(stream, partials=partials), on_event)
     events += _emit(recognizer.finish(stream), on_event)
     finals = tuple(e for e in events if isinstance(e, Final))
     return Transcript(" ".join(f.text for f in finals), finals)
@@ -70,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeCerError("--device applies only with --mic")
     show = (lambda e: print(_json_line(e), flush=True)) if args.partials else None
     if args.audio:
-        transcript = transcribe_file(args.asr, args.audio, mix_down=args.mix_down, on_event=show)
+        transcript = transcribe_file(args.asr, args.audio, mix_down=args.mix_down, on_event=show,
+                                     partials=args.partials)
     else:
         device = int(args.device) if args.device and args.device.isdigit() else args.device
         worker = RecognizerWorker(create_recognizer(args.asr),
@@ -94,12 +101,12 @@ class FileTranscriber:
 
     def __init__(self, asr_dir: str | Path):
         self.asr_dir = Path(asr_dir)
-        create_recognizer(self.asr_dir)  # verify the folder (hashes, metadata) before the first trial
+        self.recognizer = create_recognizer(self.asr_dir)  # verifies the folder (hashes, metadata) up front
 
     def transcribe(self, wav_path: Path):
         from edge_cer.session.generation import Transcript as TrialTranscript
 
-        result = transcribe_file(self.asr_dir, wav_path)
+        result = transcribe_file(self.recognizer, wav_path)
         end = max((f.t_endpoint for f in result.finals), default=None)
         return TrialTranscript(result.text, end)
 
