@@ -11,14 +11,16 @@ from tests.session_helpers import protocol_text
 
 # Response limits are long so a test's key presses always arrive in time; everything else is instant.
 DURATIONS = "[durations]\nfixation = 0\nstimulus = 0\ncue = 0\nfeedback = 0\niti = 0\nrating = 600\nspeaking = 600\n"
+# Snapshots: every phase lasts 10 minutes, so the screen holds still until the test moves on.
+STILL = "[durations]\nfixation = 600\nstimulus = 600\ncue = 600\nfeedback = 600\niti = 600\nrating = 600\nspeaking = 600\n"
 
 
-def tiny_protocol(**kwargs):
-    return parse_protocol(protocol_text(time_scale=1.0, **kwargs) + DURATIONS, "test.toml")
+def tiny_protocol(still: bool = False, **kwargs):
+    return parse_protocol(protocol_text(time_scale=1.0, **kwargs) + (STILL if still else DURATIONS), "test.toml")
 
 
 def make_app(data_dir: Path, stimuli_dir: Path, **kwargs) -> CerApp:
-    protocol_kwargs = {k: kwargs.pop(k) for k in ("trials_per_condition", "practice", "feedback", "look") if k in kwargs}
+    protocol_kwargs = {k: kwargs.pop(k) for k in ("trials_per_condition", "practice", "feedback", "look", "still") if k in kwargs}
     options = TuiOptions(data_dir=data_dir, protocol=tiny_protocol(**protocol_kwargs),
                          stimuli=synthetic_stimuli(stimuli_dir), placeholder=True, pictures="halfcell",
                          min_free_bytes=0, **kwargs)

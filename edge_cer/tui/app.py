@@ -100,6 +100,7 @@ class CerApp(App[dict]):
         self.pictures: BackgroundPictures | None = None
         self.recognizer = None
         self.typing = True
+        self.speech_status = "checking…"  # what the setup screen says about speech input
         self.session: Session | None = None
         self.summary: dict = {"state": "not started"}
         self._token = 0  # which phase a timer, picture or recogniser event belongs to
@@ -113,10 +114,10 @@ class CerApp(App[dict]):
         self.register_theme(CALM)
         self.theme = CALM.name
         self.push_screen(SetupScreen(self.options.participant))
-        self.call_after_refresh(self._show_facts)
+        self.call_after_refresh(self._show_facts)  # the warm-up shows them again with the speech status
         self.warm_up()
 
-    def _show_facts(self, speech: str | None = None) -> None:
+    def _show_facts(self) -> None:
         p, o = self.protocol, self.options
         conditions = ", ".join(c.label for c in p.conditions)
         engine = "placeholder pictures (not AI)" if o.placeholder else (f"{o.engines.name}" if o.engines else "none")
@@ -125,7 +126,7 @@ class CerApp(App[dict]):
             ("stimuli", "synthetic (never for research)" if self.stimuli is None or self.stimuli.synthetic
              else self.stimuli.folder.name),
             ("pictures", engine if p.uses_ai_feedback else "not used (no AI-feedback condition)"),
-            ("speech", speech or "checking…"),
+            ("speech", self.speech_status),
             ("display", f"pictures drawn as {mode_name(o.pictures)}"),
         )
 
@@ -167,7 +168,8 @@ class CerApp(App[dict]):
                     self.recognizer, self.typing = recognizer, False
                     speech = f"live speech ({recognizer.__class__.__name__})"
                 done += 2
-            self.call_from_thread(self._show_facts, speech)
+            self.speech_status = speech
+            self.call_from_thread(self._show_facts)
             step(self.WarmupStep(total, total, "ready", ready=True))
         except Exception as exc:  # shown on the setup screen; the experimenter fixes the option and restarts
             step(self.WarmupStep(0, 1, "warm-up failed", problem=str(exc)))
