@@ -108,8 +108,9 @@ class SessionScreen(Screen):
 
     def _update_transcript(self) -> None:
         widget = self.query_one("#transcript", Static)
-        widget.update(self.transcript or ("" if self.typing else "Listening…"))
+        widget.update(self.transcript or "Listening…")
         widget.set_class(not self.transcript_final, "partial")
+        widget.display = bool(self.transcript) or not self.typing  # typing: the field itself shows the text
 
     def watch_making_picture(self, making: bool) -> None:
         self.query_one("#speaking-status", Static).update("Making your picture…" if making else "")

@@ -38,7 +38,7 @@ class SetupScreen(Screen):
             with Horizontal(id="who"):
                 yield Label("Participant", id="label-caption")
                 yield CalmInput(self._label, placeholder="lab code, e.g. P017 (never a name)", id="label")
-                yield Checkbox("resume interrupted session", id="resume")
+                yield Checkbox("resume", id="resume", tooltip="continue this participant's interrupted session")
             yield ProgressBar(id="warmup", show_eta=False)
             yield Static(id="warmup-status")
             yield Static(id="problem")
