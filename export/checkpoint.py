@@ -98,7 +98,7 @@ def load_sd(root: Path) -> SDCheckpoint:
 def load_ip_adapter(path: Path, unet, image_encoder_dir: Path | None = None) -> IPAdapter:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from transformers import CLIPVisionModelWithProjection
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     path = Path(path)
     refuse_pickle(path, "IP-Adapter")
@@ -146,13 +146,18 @@ def load_ip_adapter(path: Path, unet, image_encoder_dir: Path | None = None) -> 
         if pickles:
             refuse_pickle(pickles[0], "image encoder")
         raise EdgeCerError(f"{enc_dir}: no .safetensors weights for the image encoder")
-    encoder = CLIPVisionModelWithProjection.from_pretrained(enc_dir, use_safetensors=True).eval().requires_grad_(False)
-    expected = encoder.config.projection_dim if kind == "base" else encoder.config.hidden_size
+    config = CLIPVisionConfig.from_pretrained(enc_dir)
+    expected = config.projection_dim if kind == "base" else config.hidden_size
     if embed_in != expected:
         what = "projection_dim" if kind == "base" else "hidden_size"
         raise EdgeCerError(f"{path}: {kind} adapter takes {embed_in}-wide image features, the image encoder in "
                            f"{enc_dir} gives {what}={expected}; use the encoder released with this adapter")
-    return IPAdapter(path, kind, int(tokens), proj, layers, encoder, enc_dir)
+    try:
+        encoder = CLIPVisionModelWithProjection.from_pretrained(enc_dir, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise EdgeCerError(f"{enc_dir}: cannot load the image encoder ({str(exc).splitlines()[0]}); its weights "
+                           f"and config.json do not match, re-download it") from exc
+    return IPAdapter(path, kind, int(tokens), proj, layers, encoder.eval().requires_grad_(False), enc_dir)
 
 
 def source_hashes(ckpt: SDCheckpoint, ip: IPAdapter) -> dict:

@@ -96,7 +96,8 @@ def test_engines_are_matched_against_this_machines_tensorrt_and_gpu(tmp_path):
     assert no_trt == {"ok": False, "why_not": "tensorrt is not installed (pip install 'edge-cer[gpu]')"}
 
 
-def test_cli_json_and_exit_status_for_a_broken_folder(tmp_path, capsys):
+def test_cli_json_and_exit_status_for_a_broken_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # long tmp paths must not wrap inside the table
     good = write_export(tmp_path / "good")
     bad = write_export(tmp_path / "bad")
     (bad / "unet" / "model.onnx").write_bytes(b"changed")
