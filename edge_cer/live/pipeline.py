@@ -92,8 +92,9 @@ class LivePipeline:
     def speak(self, session: Session, phase: Phase, wav: Path, *, realtime: bool) -> LiveOutcome | None:
         """Run one speaking window from a recording and submit its transcript, picture and accounting."""
         live = self.prepare(phase.trial, session.clock.now_ns)
+        # The speaking limit stops a real-time replay; an instant one (time_scale 0) has no time to limit.
         heard = listen(self.recognizer, wav, session.clock.now_ns, realtime=realtime,
-                       on_text=live.partial if live else None, until_ns=phase.due_ns)
+                       on_text=live.partial if live else None, until_ns=phase.due_ns if realtime else None)
         session.submit_transcript(heard.text, speech_end_ns=heard.speech_end_ns)
         if live is None:
             return None

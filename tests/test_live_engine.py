@@ -1,0 +1,64 @@
+"""The live pipeline on the tiny exported engine: cancellation through the engine's step callback, and the shown
+picture is exactly the final transcript's picture (same prompt, same seed) whether speculation made it or not."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from edge_cer.affect.safety import SafetyPolicy
+from edge_cer.session.protocol import Live
+from tests.live_helpers import make_trial
+
+# Random-weight pictures are noise; the gate is tested in test_live_trial.py, here it must let everything through.
+OPEN_GATE = SafetyPolicy(max_valence_drop=2.0, max_red_share_increase=1.0)
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_export):
+    from edge_cer.engine import load_generator
+
+    return load_generator(tiny_export())
+
+
+def direct(generator, stimulus, prompt, steps, seed=7):
+    return generator.generate(stimulus, prompt, seed=seed, strength=0.6, ip_scale=0.6, steps=steps).png
+
+
+def wait_for(condition, timeout=30.0):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end
+        time.sleep(0.005)
+
+
+def test_speculative_run_is_cancelled_in_the_engine_and_the_final_picture_is_the_final_prompts(generator, stimulus_png):
+    steps = 150  # 90 UNet steps at strength 0.6: still running 0.2 s after it started, on any CPU
+    trial = make_trial(generator, stimulus_png, steps=steps, live=Live(debounce_s=0.0, deadline_s=60.0),
+                       policy=OPEN_GATE)
+    trial.partial("the man is badly hurt")
+    wait_for(lambda: trial.generations)
+    time.sleep(0.2)
+    trial.final("The man is being helped by a nurse.", time.monotonic_ns())
+    outcome = trial.result()
+    trial.close()
+    speculative, final = trial.generations
+    assert speculative.outcome == "cancelled" and speculative.picture is None
+    assert final.prompt == "the man is being helped by a nurse" and final.kind == "final"
+    assert outcome.source == "final" and outcome.reason is None
+    assert outcome.picture.png == direct(generator, stimulus_png, "the man is being helped by a nurse", steps)
+    assert outcome.picture.params["seed"] == 7 and not outcome.picture.params["interrupted"]
+
+
+def test_final_equal_to_last_speculative_prompt_skips_the_final_generation(generator, stimulus_png):
+    trial = make_trial(generator, stimulus_png, steps=4, live=Live(debounce_s=0.0, deadline_s=60.0),
+                       policy=OPEN_GATE)
+    trial.partial("They are actors")
+    wait_for(lambda: trial.generations and trial.generations[-1].outcome == "ready")
+    trial.final("they are ... actors!", time.monotonic_ns())
+    outcome = trial.result()
+    trial.close()
+    assert [g.kind for g in trial.generations] == ["speculative"]
+    assert outcome.source == "speculative" and outcome.ready_ns < time.monotonic_ns()
+    assert outcome.picture.png == direct(generator, stimulus_png, "they are actors", 4)
