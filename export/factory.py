@@ -247,36 +247,27 @@ def _base_proj_to_h94(sd: dict) -> dict:
     return {k.replace("image_embeds.", "proj."): v for k, v in sd.items()}
 
 
+# diffusers' IPAdapterPlusImageProjectionBlock names -> the original Resampler's, per layer, by prefix.
+_RESAMPLER_NAMES = (("ln0.", "0.norm1."), ("ln1.", "0.norm2."), ("attn.to_q.", "0.to_q."),
+                    ("attn.to_out.0.", "0.to_out."), ("ff.0.", "1.0."), ("ff.1.net.0.proj.", "1.1."),
+                    ("ff.1.net.2.", "1.3."))
+
+
 def _plus_proj_to_h94(sd: dict) -> dict:
-    """diffusers' IPAdapterPlusImageProjection names -> the original Resampler names (inverse of
-    diffusers' `_convert_ip_adapter_image_proj_to_diffusers`)."""
+    """The inverse of diffusers' `_convert_ip_adapter_image_proj_to_diffusers` for plus adapters (which loads
+    the result with strict=True, so an unmapped name cannot pass unnoticed)."""
     out = {}
     for k, v in sd.items():
-        parts = k.split(".")
+        parts = k.split(".", 2)
         if parts[0] != "layers":
             out[k] = v
             continue
-        i, rest = parts[1], ".".join(parts[2:])
-        if rest.startswith("ln0."):
-            out[f"layers.{i}.0.norm1.{rest[4:]}"] = v
-        elif rest.startswith("ln1."):
-            out[f"layers.{i}.0.norm2.{rest[4:]}"] = v
-        elif rest == "attn.to_q.weight":
-            out[f"layers.{i}.0.to_q.weight"] = v
-        elif rest == "attn.to_k.weight":
-            out[f"layers.{i}.0.to_kv.weight"] = torch.cat([v, sd[k.replace("to_k", "to_v")]], dim=0)
-        elif rest == "attn.to_v.weight":
-            continue  # folded into to_kv above
-        elif rest == "attn.to_out.0.weight":
-            out[f"layers.{i}.0.to_out.weight"] = v
-        elif rest.startswith("ff.0."):
-            out[f"layers.{i}.1.0.{rest[5:]}"] = v
-        elif rest == "ff.1.net.0.proj.weight":
-            out[f"layers.{i}.1.1.weight"] = v
-        elif rest == "ff.1.net.2.weight":
-            out[f"layers.{i}.1.3.weight"] = v
-        else:
-            raise KeyError(f"unmapped Resampler weight {k}")
+        i, rest = parts[1], parts[2]
+        if rest == "attn.to_k.weight":  # the Resampler keeps k and v in one matrix
+            out[f"layers.{i}.0.to_kv.weight"] = torch.cat([v, sd[f"layers.{i}.attn.to_v.weight"]], dim=0)
+        elif rest != "attn.to_v.weight":
+            old, new = next((o, n) for o, n in _RESAMPLER_NAMES if rest.startswith(o))
+            out[f"layers.{i}.{new}{rest[len(old):]}"] = v
     return out
 
 
