@@ -48,6 +48,13 @@ async def phase_is(app, pilot, *names):
     raise AssertionError(f"expected {names}, session is in {app.session.current.name}")
 
 
+async def acknowledge(app, pilot, name: str):
+    """Wait for a message screen (break, end) and press Enter on it."""
+    await phase_is(app, pilot, name)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
 async def run_trial(app, pilot, pre: str, text: str, post_keys):
     await phase_is(app, pilot, "rating_pre")
     await pilot.press(pre)
@@ -67,15 +74,11 @@ async def test_typed_session_records_every_trial_and_exports(tmp_path):
         assert "practice" in app.session.current.text
         await pilot.press("enter")
         await run_trial(app, pilot, "8", "it is a film set", ["3"])
-        await phase_is(app, pilot, "break")  # practice -> first block
-        await pilot.press("enter")
+        await acknowledge(app, pilot, "break")  # practice -> first block
         await run_trial(app, pilot, "7", "the people are actors", ["left", "left", "enter"])
-        await phase_is(app, pilot, "break")
-        await pilot.press("enter")
+        await acknowledge(app, pilot, "break")
         await run_trial(app, pilot, "9", "a red car and a street", ["2"])
-        await phase_is(app, pilot, "end")
-        await pilot.press("enter")
-        await pilot.pause()
+        await acknowledge(app, pilot, "end")
     summary = app.return_value
     assert summary["state"] == "completed" and summary["trials_recorded"] == 3
     _, trials, events = read_session(summary["folder"])
@@ -109,8 +112,11 @@ async def test_experimenter_skips_then_aborts_with_reasons(tmp_path):
         assert app.session.current.trial.trial == 2
         await pilot.press("6")
         await phase_is(app, pilot, "regulate")
-        await pilot.press("f2")
+        await pilot.press("ctrl+p", *"experimenter")  # the command palette opens the same overlay
+        await pilot.pause(0.3)
+        await pilot.press("enter")
         await pilot.pause()
+        assert app.session.paused
         await pilot.click("#abort")  # refused without a reason
         await pilot.pause()
         assert app.session is not None and "reason" in str(app.screen.query_one("#problem").render())
@@ -134,8 +140,7 @@ async def test_quit_keeps_the_data_and_resume_finishes_the_session(tmp_path):
         await start(app, pilot)
         await pilot.press("enter")
         await run_trial(app, pilot, "5", "just a picture", ["4"])
-        await phase_is(app, pilot, "break")
-        await pilot.press("enter")
+        await acknowledge(app, pilot, "break")
         await phase_is(app, pilot, "rating_pre")
         await pilot.press("ctrl+q")
         await pilot.pause()
@@ -150,9 +155,7 @@ async def test_quit_keeps_the_data_and_resume_finishes_the_session(tmp_path):
         assert app.session is not None, app._setup().problem
         await pilot.press("enter")
         await run_trial(app, pilot, "6", "it looks staged", ["5"])
-        await phase_is(app, pilot, "end")
-        await pilot.press("enter")
-        await pilot.pause()
+        await acknowledge(app, pilot, "end")
     second = app.return_value
     assert second["session_code"] == first["session_code"] and second["state"] == "completed"
     _, trials, events = read_session(second["folder"])

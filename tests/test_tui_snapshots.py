@@ -73,37 +73,13 @@ def test_feedback_picture(snap_compare, app):
 
 
 def test_rating_selected_by_arrows(snap_compare, app):
-    async def run_before(pilot):
-        await at_phase("rating_pre")(pilot)
-        await pilot.press("right", "right")
-
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(app, terminal_size=SIZE, run_before=at_phase("rating_pre"), press=["right", "right"])
 
 
 def test_experimenter_overlay(snap_compare, app):
-    async def run_before(pilot):
-        await at_phase("rating_pre")(pilot)
-        await pilot.press("f2")
-        await pilot.pause()
-
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(app, terminal_size=SIZE, run_before=at_phase("rating_pre"), press=["f2", "_"])
 
 
 def test_help(snap_compare, app):
-    async def run_before(pilot):
-        await warmed_up(pilot)
-        await pilot.press("f1")
-        await pilot.pause()
+    assert snap_compare(app, terminal_size=SIZE, run_before=warmed_up, press=["f1", "_"])
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
-
-
-def test_command_palette_lists_experimenter_commands(snap_compare, app):
-    async def run_before(pilot):
-        await at_phase("instructions")(pilot)
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"exper")
-        await pilot.pause(0.3)
-
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
