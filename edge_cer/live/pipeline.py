@@ -14,6 +14,7 @@ All session verbs are called from the caller's thread (the session's SQLite conn
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,21 +35,26 @@ class Heard:
 
     text: str
     speech_end_ns: int | None  # the last final's endpoint (None: nothing was said)
-    final_ns: int  # when the whole transcript was known
+    final_ns: int  # when the last final's text was ready (the end of listening, when nothing was said)
     partials: int
 
 
 def listen(recognizer, wav: Path, clock: Callable[[], int], *, realtime: bool, on_text=None,
            until_ns: int | None = None) -> Heard:
-    """Stream a recording through the recogniser (in its worker thread); `on_text(text)` gets the running transcript
-    (finished utterances + the current partial) at every event. Stops feeding at `until_ns` (the speaking limit)."""
+    """Stream a recording through the recogniser (in its worker thread) until its endpoint, as a microphone would
+    be: the first Final ends the speaking window (the rest of the recording is not heard), and so does `until_ns`
+    (the speaking limit). `on_text(text)` gets the running transcript (finished utterances + the current partial)."""
     finals: list[Final] = []
+    final_ns: list[int] = []
     partials = 0
+    ended = threading.Event()
 
     def on_event(event) -> None:
         nonlocal partials
         if isinstance(event, Final):
             finals.append(event)
+            final_ns.append(clock())
+            ended.set()
         partials += isinstance(event, Partial)
         if on_text is not None:
             tail = [event.text] if isinstance(event, Partial) else []
@@ -58,15 +64,15 @@ def listen(recognizer, wav: Path, clock: Callable[[], int], *, realtime: bool, o
     start = clock()
     try:
         for chunk in file_source(wav, realtime=realtime):
-            worker.push(chunk)
-            if until_ns is not None and clock() >= until_ns:
+            if ended.is_set() or (until_ns is not None and clock() >= until_ns):
                 break
+            worker.push(chunk)
     finally:
         worker.close()
     now = clock()
     # Audio time -> caller's clock. Replayed faster than real time the endpoint maps into the future: clamp.
     end = min(now, start + round(finals[-1].t_endpoint * NS)) if finals else None
-    return Heard(" ".join(f.text for f in finals), end, now, partials)
+    return Heard(" ".join(f.text for f in finals), end, final_ns[-1] if final_ns else now, partials)
 
 
 class LivePipeline:

@@ -70,6 +70,7 @@ class LiveOutcome:
     reason: str | None  # why the picture is not that of the final transcript (None when it is)
     final_prompt: str
     generations: tuple[Generation, ...]
+    decided_ns: int  # when this outcome was chosen: the feedback can start from here
 
     def fields(self, settings: dict) -> dict:
         speculative = [g for g in self.generations if g.kind == SPECULATIVE]
@@ -247,4 +248,4 @@ class LiveTrial:
 
     def _outcome_of(self, g: Generation | None, source: str, reason: str | None) -> LiveOutcome:
         return LiveOutcome(g.picture if g else None, g.prompt if g else "", source, g.ended_ns if g else None,
-                           reason, self._final or "", tuple(self.generations))
+                           reason, self._final or "", tuple(self.generations), self.clock())

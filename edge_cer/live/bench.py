@@ -1,0 +1,171 @@
+"""Speech end -> picture of the live pipeline, with and without speculation, on recorded or synthesised speech.
+
+    run_live_bench("engines/sd-turbo", "models/asr", synthesize=True, out="perf/results/live_sd_turbo.json")
+    edge-cer bench --live --engines DIR --asr DIR [--audio A.wav ...] --out perf/results/NAME
+
+Each recording is replayed in real time (100 ms chunks) through the recogniser while `LiveTrial` generates, exactly
+as in a session; modes alternate per recording so machine load hits both alike. Measured per trial, on one
+monotonic clock: end of speech (the recogniser's endpoint mapped from audio time), the final transcript, and the
+moment the picture can be shown: max(picture ready, final transcript), since no picture is shown before the final
+transcript decides which one. The deadline is lifted (60 s) so the true latency is measured, not the fallback.
+Warm-up (not measured): one generation and one replay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_cer.affect.safety import SafetyPolicy
+from edge_cer.errors import EdgeCerError
+from edge_cer.live.pipeline import listen
+from edge_cer.live.prompt import PromptBuilder
+from edge_cer.live.trial import NS, LiveTrial
+from edge_cer.session.protocol import Protocol, load_protocol
+
+# Reappraisals as participants speak them: 4-6 s each at espeak-ng's 150 words per minute.
+SENTENCES = (
+    "They are actors, and the whole scene is staged for a film.",
+    "The man on the ground is getting help, and he will recover soon.",
+    "Everyone in the picture is safe now, and the storm has passed.",
+)
+TRAILING_SILENCE_S = 1.5  # a speaker stops; the recogniser needs silence to find the endpoint
+MODES = {"speculative": True, "final_only": False}
+
+
+def synthesise(texts, folder: Path) -> list[Path]:
+    """espeak-ng speech (en-us, 150 wpm) with trailing silence, one WAV per text."""
+    import soundfile as sf
+
+    if shutil.which("espeak-ng") is None:
+        raise EdgeCerError("espeak-ng is not installed (it speaks the benchmark's reappraisals); "
+                           "apt-get install espeak-ng, or pass recordings with --audio")
+    paths = []
+    for i, text in enumerate(texts):
+        path = folder / f"reappraisal-{i + 1}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), text], check=True)
+        samples, rate = sf.read(path, dtype="float32")
+        sf.write(path, np.concatenate([samples, np.zeros(int(TRAILING_SILENCE_S * rate), np.float32)]), rate)
+        paths.append(path)
+    return paths
+
+
+def measure(generator, recognizer, wav: Path, stimulus: Path, protocol: Protocol, speculate: bool,
+            policy: SafetyPolicy, seed: int = 1) -> dict:
+    """One live trial from a recording; seconds relative to the end of speech."""
+    live = dataclasses.replace(protocol.live, speculate=speculate, deadline_s=60.0)
+    trial = LiveTrial(generator, stimulus, seed=seed, generation=protocol.generation,
+                      prompt=PromptBuilder(protocol.prompt), live=live, policy=policy, precompute=False)
+    heard = listen(recognizer, wav, time.monotonic_ns, realtime=True, on_text=trial.partial)
+    trial.final(heard.text, heard.speech_end_ns)
+    outcome = trial.result()
+    trial.close()
+    fields = outcome.fields({})
+    end = heard.speech_end_ns
+    shown = max(outcome.ready_ns, heard.final_ns) if outcome.ready_ns is not None else None
+    generated = next((g for g in outcome.generations if g.picture is not None and g.picture is outcome.picture), None)
+    return {
+        "audio": wav.name, "mode": "speculative" if speculate else "final_only", "transcript": heard.text,
+        "partials": heard.partials, "source": outcome.source, "reason": outcome.reason,
+        "speech_end_to_final_s": (heard.final_ns - end) / NS if end else None,
+        "speech_end_to_picture_s": (shown - end) / NS if end and shown else None,
+        "speech_end_to_feedback_s": (max(outcome.decided_ns, heard.final_ns) - end) / NS if end else None,
+        "final_to_picture_s": (shown - heard.final_ns) / NS if shown else None,
+        "shown_generation_s": (generated.ended_ns - generated.started_ns) / NS if generated else None,
+        **{k: fields[k] for k in ("speculative_generations", "wasted_generations", "safety_blocked")},
+        "generations": [(g.kind, g.prompt, g.outcome) for g in outcome.generations],
+    }
+
+
+def run_live_bench(engines, asr, audio_files=None, *, synthesize: bool = True, out: str | Path | None = None,
+                   runs: int = 2, steps: int | None = None, protocol: Protocol | None = None,
+                   stimulus: str | Path | None = None, policy: SafetyPolicy | None = None, report=print) -> dict:
+    """Measure speech end -> picture with and without speculation; returns (and writes to `out`) the results.
+
+    `engines`/`asr`: folders or loaded objects. `out`: a .json file, or a folder that gets live.json. `policy`: the
+    safety gate's (default: the shipped one; random-weight engines paint noise that it may refuse)."""
+    from edge_cer.bench.machine import machine_info
+    from edge_cer.bench.stats import summarize
+    from edge_cer.engine import load_generator
+    from edge_cer.session.stimuli import synthetic_stimuli
+    from edge_cer.speech.recognizer import create_recognizer
+
+    protocol, policy = protocol or load_protocol(), policy or SafetyPolicy()
+    if steps is not None:
+        protocol = dataclasses.replace(protocol, generation=dataclasses.replace(protocol.generation, steps=steps))
+    generator = load_generator(engines) if isinstance(engines, (str, Path)) else engines
+    recognizer = create_recognizer(asr) if isinstance(asr, (str, Path)) else asr
+    stimulus = Path(stimulus) if stimulus else synthetic_stimuli().stimuli[0].path
+    with tempfile.TemporaryDirectory() as tmp:
+        if audio_files:
+            wavs = [Path(a) for a in audio_files]
+        elif synthesize:
+            wavs = synthesise(SENTENCES, Path(tmp))
+        else:
+            raise EdgeCerError("run_live_bench: give audio_files or synthesize=True")
+        generator.precompute(stimulus)  # warm-up: caches, one generation, one replay (not measured)
+        g = protocol.generation
+        generator.generate(stimulus, "warm up", seed=0, strength=g.strength, ip_scale=g.ip_scale, steps=g.steps)
+        measure(generator, recognizer, wavs[0], stimulus, protocol, False, policy)
+        trials = []
+        for run in range(runs):
+            for i, wav in enumerate(wavs):
+                order = list(MODES.values()) if (run + i) % 2 == 0 else list(MODES.values())[::-1]
+                for speculate in order:
+                    trials.append(measure(generator, recognizer, wav, stimulus, protocol, speculate, policy))
+                    report(_line(trials[-1]))
+    result = {
+        "settings": {"engines": str(engines), "asr": str(asr), "asr_mode": recognizer.mode,
+                     "engine": generator.pipeline.backend.name if hasattr(generator, "pipeline") else type(generator).__name__,
+                     "generation": dataclasses.asdict(protocol.generation), "prompt": dataclasses.asdict(protocol.prompt),
+                     "live": dataclasses.asdict(protocol.live), "runs": runs, "audio": [w.name for w in wavs],
+                     "synthesised": not audio_files, "deadline_s_during_bench": 60.0,
+                     "safety": dataclasses.asdict(policy)},
+        "machine": machine_info(),
+        "summary": {mode: {key: summarize([t[key] for t in trials if t["mode"] == mode and t[key] is not None])
+                           for key in ("speech_end_to_picture_s", "speech_end_to_feedback_s", "speech_end_to_final_s",
+                                       "final_to_picture_s", "shown_generation_s")}
+                    | {"wasted_per_trial": float(np.mean([t["wasted_generations"] for t in trials if t["mode"] == mode])),
+                       "speculative_per_trial": float(np.mean([t["speculative_generations"] for t in trials
+                                                               if t["mode"] == mode]))}
+                    for mode in MODES},
+        "trials": trials,
+    }
+    report(table(result))
+    if out is not None:
+        out = Path(out)
+        path = out if out.suffix == ".json" else out / "live.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _line(t: dict) -> str:
+    seconds = t["speech_end_to_picture_s"]
+    return (f"{t['audio']:<18} {t['mode']:<12} speech end -> picture "
+            f"{'n/a' if seconds is None else f'{seconds:6.3f} s'}  source {t['source']:<11} "
+            f"speculative {t['speculative_generations']} wasted {t['wasted_generations']}")
+
+
+def table(result: dict) -> str:
+    """Fixed-width summary: per mode, p50 / p95 / mean of each interval (seconds), n."""
+    s = result["settings"]
+    lines = [f"live bench: engine {s['engine']} steps {s['generation']['steps']}, asr mode {s['asr_mode']}, "
+             f"{len(s['audio'])} recordings x {s['runs']} runs, cpu {result['machine']['cpu']}",
+             f"{'mode':<12} {'interval':<26} {'p50 s':>8} {'p95 s':>8} {'mean s':>8} {'n':>3}"]
+    for mode, summary in result["summary"].items():
+        for key in ("speech_end_to_final_s", "final_to_picture_s", "speech_end_to_picture_s", "speech_end_to_feedback_s"):
+            v = summary[key]
+            if v["n"]:
+                lines.append(f"{mode:<12} {key[:-2]:<26} {v['p50_ms'] / 1e3:8.3f} {v['p95_ms'] / 1e3:8.3f} "
+                             f"{v['mean_ms'] / 1e3:8.3f} {v['n']:>3}")
+        lines.append(f"{mode:<12} {'speculative / wasted':<26} {summary['speculative_per_trial']:8.2f} "
+                     f"{summary['wasted_per_trial']:8.2f}")
+    return "\n".join(lines)

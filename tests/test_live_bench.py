@@ -1,0 +1,32 @@
+"""run_live_bench with fabricated ASR and a fake generator: both modes measured, speculation pays off, JSON written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import soundfile as sf
+
+from edge_cer.live.bench import run_live_bench
+from tests.live_helpers import ScriptedRecognizer, StepGenerator, stimulus
+
+
+def test_bench_measures_both_modes_and_speculation_hides_generation_time(tmp_path):
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, np.zeros(int(1.6 * 16000), np.float32), 16000)
+    recognizer = ScriptedRecognizer([(0.2, "partial", "the storm has passed now"),
+                                     (1.2, "final", "The storm has passed, now.")])
+    generator = StepGenerator(step_s=0.15)  # 4 steps: 0.6 s per picture
+    lines = []
+    result = run_live_bench(generator, recognizer, [wav], out=tmp_path / "live_fake.json", runs=1,
+                            stimulus=stimulus(tmp_path / "stim.png"), report=lines.append)
+    written = json.loads((tmp_path / "live_fake.json").read_text())
+    assert written["summary"] == json.loads(json.dumps(result["summary"]))
+    by_mode = {t["mode"]: t for t in result["trials"]}
+    spec, final = by_mode["speculative"], by_mode["final_only"]
+    assert spec["source"] == "speculative" and spec["speculative_generations"] == 1 and spec["wasted_generations"] == 0
+    assert final["source"] == "final" and final["speculative_generations"] == 0
+    # The speculative picture was ready before the final transcript; without speculation one generation follows it.
+    assert spec["speech_end_to_picture_s"] < 0.15
+    assert final["speech_end_to_picture_s"] >= 0.6
+    assert "speech_end_to_picture" in lines[-1] and result["settings"]["engine"] == "StepGenerator"
