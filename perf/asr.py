@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_cer.speech.audio import read_audio
-from edge_cer.speech.recognizer import Final, Partial, RecognizerWorker, RecognizerConfig, create_recognizer, _offline_text
+from edge_cer.speech.recognizer import Final, Partial, RecognizerConfig, RecognizerWorker, create_recognizer
 from edge_cer.speech.wer import word_error_rate
 
 TEXT = "I can see that the person in the picture is getting help, and things will get better soon."
@@ -48,9 +48,9 @@ def main() -> None:
                                                               whisper_tail_paddings=args.tail_paddings))
     offline = getattr(recognizer, "offline", None)
     # 1. RTF of one offline decode of the whole utterance (burn-in first).
-    _offline_text(offline, speech)
+    offline.transcribe(speech)
     start, cpu = time.perf_counter(), time.process_time()
-    _offline_text(offline, speech)
+    offline.transcribe(speech)
     rtf = (time.perf_counter() - start) / (len(speech) / 16000)
     rtf_cpu = (time.process_time() - cpu) / (len(speech) / 16000)
     # 2. Real-time replay.

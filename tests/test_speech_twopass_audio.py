@@ -9,7 +9,7 @@ import soundfile as sf
 from edge_cer.errors import EdgeCerError
 from edge_cer.speech.audio import array_source, file_source, read_audio, to_model_rate
 from edge_cer.speech.manifest import load_asr_folder, write_manifest
-from edge_cer.speech.recognizer import Final, Partial, _offline_text, create_recognizer
+from edge_cer.speech.recognizer import Final, Partial, create_recognizer
 from edge_cer.speech.wer import word_error_rate
 from tests.test_speech_streaming import SR, speech_like
 
@@ -53,7 +53,7 @@ def test_two_pass_final_is_the_offline_decode_of_the_utterance(two_pass_dir):
     assert len(finals) == 1 and partials
     # The final is Whisper's reading of the utterance (up to 0.2 s past its last token), not the streaming text.
     end = int(min(finals[0].t_endpoint + 0.2, finals[0].t_final) * SR)
-    assert finals[0].text == _offline_text(recognizer.offline, audio[:end])
+    assert finals[0].text == recognizer.offline.transcribe(audio[:end]).text
     assert finals[0].text != partials[-1].text
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from edge_cer.errors import EdgeCerError
 from edge_cer.speech.families import SILERO_VAD_SAMPLE_RATE, SILERO_VAD_WINDOW
 from edge_cer.speech.manifest import SAMPLE_RATE, AsrFolder, ModelFiles, load_asr_folder
+from edge_cer.speech.whisper import Whisper
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class RecognizerConfig:
     vad_min_silence: float = 0.3
     vad_threshold: float = 0.5  # Silero's own default speech probability threshold
     vad_max_speech: float = 20.0  # Whisper reads at most 30 s; same cap as the streaming rule 3
-    partial_interval: float = 0.32  # vad mode: re-decode the growing segment every 320 ms of new speech
+    partial_interval: float = 0.3  # vad mode: re-decode every 300 ms of new speech (320 ms target, 100 ms chunks)
     # Whisper: zero mel frames (10 ms each) appended after the audio so it finds the end of text. sherpa's default
     # is 1000, which makes the encoder read 10 s more than the audio; 100 gives the same text on our espeak
     # sentences (perf/asr.md) at less than half the encoder cost for a 5 s utterance.
@@ -92,14 +93,6 @@ def _check_rate(sample_rate: int) -> None:
     if sample_rate != SAMPLE_RATE:
         raise EdgeCerError(f"audio at {sample_rate} Hz, the models read {SAMPLE_RATE} Hz; open it through "
                            "edge_cer.speech.audio (which resamples) or resample it first")
-
-
-def _offline_text(offline, samples: np.ndarray) -> str:
-    """One offline decode (sherpa's OfflineRecognizer verbs)."""
-    stream = offline.create_stream()
-    stream.accept_waveform(SAMPLE_RATE, samples)
-    offline.decode_stream(stream)
-    return stream.result.text.strip()
 
 
 @dataclass(frozen=True)
@@ -130,6 +123,7 @@ class SpeechStream:
         self.utterance_start = 0  # sample index where `utterance` starts
         self.num_samples = 0  # samples accepted in total: the audio clock
         self.last_text = ""
+        self.draft: tuple[int, ...] = ()  # vad mode: Whisper's tokens for the current segment so far
         self.last_partial_at = 0
         self.finished = False
 
@@ -167,6 +161,7 @@ class SpeechStream:
         self.utterance = [keep] if len(keep) else []
         self.utterance_start = self.num_samples - len(keep)
         self.last_text = ""
+        self.draft = ()
         self.last_partial_at = self.num_samples
 
 
@@ -219,7 +214,7 @@ class StreamingRecognizer:
         t_end = segment_start + (result.timestamps[-1] + 0.04 if result.timestamps else 0.0)
         if text and self.offline is not None:
             end = int(min(t_end + 0.2, stream.t) * SAMPLE_RATE)  # a little trailing audio helps Whisper end
-            text = _offline_text(self.offline, stream.utterance_samples()[: end - stream.utterance_start])
+            text = self.offline.transcribe(stream.utterance_samples()[: end - stream.utterance_start]).text
         events: list[Event] = [Final(text, min(t_end, stream.t), stream.t)] if text else []
         # A fresh sherpa stream (not `reset`): a long recording must not accumulate features.
         stream.online = self.online.create_stream()
@@ -268,8 +263,8 @@ class VadRecognizer:
                 events += self._partial(stream)
             elif partials and stream.speculative is None:
                 segment = stream.vad.current_segment
-                audio = self._with_lead(stream, segment.start, segment.samples)
-                stream.speculative = Speculation(segment.start, stream.num_samples, _offline_text(self.offline, audio))
+                text = self._transcribe(stream, segment.start, segment.samples).text
+                stream.speculative = Speculation(segment.start, stream.num_samples, text)
         elif not events:
             # Silence: keep only a short pre-roll so memory stays bounded and partials start near the speech.
             stream.start_utterance(stream.num_samples - int(0.5 * SAMPLE_RATE))
@@ -298,18 +293,22 @@ class VadRecognizer:
         if stream.num_samples - stream.last_partial_at < self.config.partial_interval * SAMPLE_RATE:
             return []
         stream.last_partial_at = stream.num_samples
-        text = _offline_text(self.offline, stream.utterance_samples())
+        segment = stream.vad.current_segment
+        text = self._transcribe(stream, segment.start, segment.samples).text
         if not text or text == stream.last_text:
             return []
         stream.last_text = text
         return [Partial(text, stream.t)]
 
-    @staticmethod
-    def _with_lead(stream: SpeechStream, start: int, samples) -> np.ndarray:
-        """A VAD segment's samples after what our utterance buffer still holds of the VAD_PRE_ROLL before it:
-        Silero fires a little after the onset and clips a soft first word ("The ...")."""
+    def _transcribe(self, stream: SpeechStream, start: int, samples):
+        """Whisper on a VAD segment (so far), after what our utterance buffer still holds of the VAD_PRE_ROLL before
+        it (Silero fires a little after the onset and clips a soft first word: "The ..."). Every decode of one
+        segment reads the same start, so each is a good draft for the next."""
         held, at = stream.utterance_samples(), start - stream.utterance_start
-        return np.concatenate([held[max(0, at - VAD_PRE_ROLL):max(0, at)], np.asarray(samples, np.float32)])
+        audio = np.concatenate([held[max(0, at - VAD_PRE_ROLL):max(0, at)], np.asarray(samples, np.float32)])
+        result = self.offline.transcribe(audio, draft=stream.draft)
+        stream.draft = result.tokens
+        return result
 
     def _pop_segments(self, stream: SpeechStream) -> list[Event]:
         events: list[Event] = []
@@ -321,7 +320,7 @@ class VadRecognizer:
             if spec is not None and spec.start == start and end <= spec.end + SILERO_VAD_WINDOW:
                 text = spec.text  # the speculative decode covered the whole segment
             else:
-                text = _offline_text(self.offline, self._with_lead(stream, start, samples))
+                text = self._transcribe(stream, start, samples).text
             stream.speculative = None
             if text:
                 events.append(Final(text, end / SAMPLE_RATE, stream.t))
@@ -349,16 +348,6 @@ def _online_recognizer(model: ModelFiles, config: RecognizerConfig):
     return factory()
 
 
-def _offline_recognizer(model: ModelFiles, config: RecognizerConfig):
-    import sherpa_onnx
-
-    files = model.files
-    return sherpa_onnx.OfflineRecognizer.from_whisper(
-        encoder=str(files["encoder"]), decoder=str(files["decoder"]), tokens=str(files["tokens"]),
-        language=model.options.get("language", ""), task="transcribe", num_threads=config.num_threads,
-        tail_paddings=config.whisper_tail_paddings)
-
-
 def _vad_config(model: ModelFiles, config: RecognizerConfig, min_silence: float, min_speech: float = 0.25):
     """Silero settings; `min_speech` 0.25 s is sherpa's default (a click does not start a segment)."""
     import sherpa_onnx
@@ -380,7 +369,7 @@ def create_recognizer(asr_dir: str | Path | AsrFolder, config: RecognizerConfig 
     folder = asr_dir if isinstance(asr_dir, AsrFolder) else load_asr_folder(asr_dir)
     config = config or RecognizerConfig()
     streaming, offline = folder.model("streaming"), folder.model("offline")
-    offline_rec = _offline_recognizer(offline, config) if offline else None
+    offline_rec = Whisper(offline, config.num_threads, config.whisper_tail_paddings) if offline else None
     if streaming:
         return StreamingRecognizer(_online_recognizer(streaming, config), offline_rec, config)
     vad = folder.model("vad")

