@@ -122,6 +122,15 @@ class SDPipeline:
         self._embeds_cache[key] = result
         return result
 
+    def clip_image_embeds(self, image: Image.Image) -> np.ndarray:
+        """Projected CLIP image embeddings of any picture (base-adapter exports), for zero-shot picture affect with
+        the manifest's `clip_zero_shot` prompts."""
+        if self.dims.adapter != "base":
+            raise EdgeCerError(f"{self.manifest.root}: a plus-adapter export computes no projected image embeddings; "
+                               f"CLIP zero-shot affect needs a base-adapter export")
+        pixels = clip_pixels(image, self.preprocess["size"], self.preprocess["mean"], self.preprocess["std"])
+        return self.backend.infer("image_encoder", {"pixel_values": pixels})["image_embeds"]
+
     def encode_init_latents(self, image: Image.Image, height: int, width: int) -> np.ndarray:
         """VAE posterior mean of the stimulus times the scaling factor, cached per picture and size."""
         key = (hashlib.sha256(image.tobytes()).hexdigest(), image.size, height, width)

@@ -40,6 +40,8 @@ def _add_sd_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ip-adapter", type=Path, required=True, help="h94-layout IP-Adapter .safetensors (base or plus)")
     p.add_argument("--image-encoder", type=Path, help="CLIP image encoder folder (default: image_encoder/ beside "
                                                       "the adapter file, the h94 layout)")
+    p.add_argument("--clip", type=Path, help="the full CLIP model (transformers CLIPModel folder) the image encoder "
+                                             "comes from: stores zero-shot valence prompt embeddings (base adapters)")
     p.add_argument("--out", type=Path, required=True, help="export folder to create")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                    help="fp16 keeps fp32 inputs/outputs; meant for GPU backends")
@@ -73,6 +75,7 @@ def run(args) -> int:
 
         model, adapters = build(args.preset, args.out, args.seed)
         print(f"model: {model}")
+        print(f"full CLIP model (for --clip): {model.parent / (args.preset + '-clip')}")
         for kind, path in adapters.items():
             print(f"ip-adapter ({kind}): {path}")
         return 0
@@ -80,7 +83,7 @@ def run(args) -> int:
     from export.sd import ExportOptions, export_sd
 
     export_sd(ExportOptions(
-        model=args.model, ip_adapter=args.ip_adapter, image_encoder=args.image_encoder, out=args.out,
+        model=args.model, ip_adapter=args.ip_adapter, image_encoder=args.image_encoder, clip=args.clip, out=args.out,
         precision=args.precision, height=args.height, width=args.width, optimize=args.optimize,
         tensorrt=args.tensorrt, tensorrt_dynamic=args.tensorrt_dynamic, force=args.force,
     ))

@@ -44,6 +44,8 @@ class Preset:
     scheduler: dict
     pad_token: str  # "<|endoftext|>" (SD-1.x, OpenAI CLIP) or "!" (SD-2.x, OpenCLIP)
     plus_hidden: int = 768  # Resampler width (a multiple of 64: heads = width / 64)
+    # Text tower of the full CLIP model whose vision tower is the image encoder (for zero-shot picture valence).
+    clip_text: dict = field(default_factory=lambda: dict(_OPENCLIP_H_TEXT, num_hidden_layers=24))
     vae_scaling: float = 0.18215
     extra: dict = field(default_factory=dict)
 
@@ -60,6 +62,9 @@ _TINY_VAE = dict(
 )
 _TINY_VISION = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=3,
                     image_size=32, patch_size=8, projection_dim=24, hidden_act="gelu")
+
+_TINY_CLIP_TEXT = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                       hidden_act="gelu")
 
 _SD_VAE = dict(
     block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, latent_channels=4,
@@ -84,14 +89,14 @@ PRESETS: dict[str, Preset] = {
         vae=_TINY_VAE,
         text=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=3,
                   hidden_act="quick_gelu"),
-        vision=_TINY_VISION, scheduler=EULER_SD15, pad_token="<|endoftext|>", plus_hidden=64,
+        vision=_TINY_VISION, scheduler=EULER_SD15, pad_token="<|endoftext|>", plus_hidden=64, clip_text=_TINY_CLIP_TEXT,
     ),
     # SD-2 shape: linear projections, per-block head dims, v-prediction, OpenCLIP's "!" padding.
     "tiny-sd2": Preset(
         unet=dict(**_TINY_UNET, cross_attention_dim=48, attention_head_dim=(2, 4), use_linear_projection=True),
         vae=_TINY_VAE,
         text=dict(hidden_size=48, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, hidden_act="gelu"),
-        vision=_TINY_VISION, scheduler=DDIM_SD21_V, pad_token="!", plus_hidden=64,
+        vision=_TINY_VISION, scheduler=DDIM_SD21_V, pad_token="!", plus_hidden=64, clip_text=_TINY_CLIP_TEXT,
     ),
     "sd15": Preset(
         unet=dict(**_SD_BLOCKS, sample_size=64, cross_attention_dim=768, attention_head_dim=8),
@@ -185,8 +190,24 @@ def _write_slow_tokenizer_files(folder: Path, pad_token: str) -> None:
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
 
 
-def build_ip_adapters(preset: str, out: Path, seed: int = 0) -> dict[str, Path]:
-    """h94-layout IP-Adapter files (base + plus) and their image encoder, matched to the preset's UNet."""
+def build_clip(preset: str, out: Path, seed: int = 0):
+    """A full CLIP model (a transformers CLIPModel folder, as laion's CLIP-ViT-H-14 ships): its vision half is the
+    adapter's image encoder, its text half gives the zero-shot prompt embeddings (`export sd --clip`)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    p = PRESETS[preset]
+    torch.manual_seed(seed + 10)
+    config = CLIPConfig(text_config=dict(p.clip_text, vocab_size=49408, max_position_embeddings=77),
+                        vision_config=p.vision, projection_dim=p.vision["projection_dim"])
+    clip = CLIPModel(config)
+    clip.save_pretrained(out, safe_serialization=True)
+    build_tokenizer("!").save_pretrained(out)
+    return clip
+
+
+def build_ip_adapters(preset: str, out: Path, clip, seed: int = 0) -> dict[str, Path]:
+    """h94-layout IP-Adapter files (base + plus) and their image encoder (the vision half of the CLIPModel
+    `clip`), matched to the preset's UNet."""
     from diffusers import UNet2DConditionModel
     from diffusers.models.embeddings import ImageProjection, IPAdapterPlusImageProjection
     from safetensors.torch import save_file
@@ -194,8 +215,9 @@ def build_ip_adapters(preset: str, out: Path, seed: int = 0) -> dict[str, Path]:
 
     p = PRESETS[preset]
     models = Path(out) / "models"
-    torch.manual_seed(seed + 10)
     encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**p.vision))
+    vision = {k: v for k, v in clip.state_dict().items() if k.startswith(("vision_model.", "visual_projection."))}
+    encoder.load_state_dict(vision, strict=True)
     encoder.save_pretrained(models / "image_encoder", safe_serialization=True)
 
     cross = p.unet["cross_attention_dim"]
@@ -289,8 +311,10 @@ def _scheduler_from_dict(config: dict):
 
 
 def build(preset: str, out: Path, seed: int = 0) -> tuple[Path, dict[str, Path]]:
-    """Build a preset's pipeline folder and its adapters under `out`; returns (model dir, {kind: adapter file})."""
+    """Build a preset's pipeline folder, its full CLIP model (`<preset>-clip/`) and its adapters under `out`;
+    returns (model dir, {kind: adapter file})."""
     out = Path(out)
     model = build_pipeline_folder(preset, out / preset, seed)
-    adapters = build_ip_adapters(preset, out / f"{preset}-ip", seed)
+    clip = build_clip(preset, out / f"{preset}-clip", seed)
+    adapters = build_ip_adapters(preset, out / f"{preset}-ip", clip, seed)
     return model, adapters

@@ -39,6 +39,7 @@ class ExportOptions:
     ip_adapter: Path
     out: Path
     image_encoder: Path | None = None
+    clip: Path | None = None  # the full CLIP model of the image encoder: zero-shot prompt embeddings
     precision: str = "fp32"
     height: int = 512
     width: int = 512
@@ -163,6 +164,10 @@ def _export_into(o: ExportOptions, tmp: Path, console: Console) -> None:
         "source": source_hashes(ckpt, ip),
         "tools": _tool_versions(),
     }
+    if o.clip:
+        from export.clip_zero_shot import clip_zero_shot
+
+        manifest["clip_zero_shot"] = clip_zero_shot(o.clip, ip)
     if o.tensorrt:
         from export.tensorrt import build_engines
 

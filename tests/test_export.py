@@ -213,3 +213,41 @@ def test_cli_reports_one_line_errors(tmp_path, capsys):
                "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "model_index.json: missing" in err[0]
+
+
+def test_clip_zero_shot_prompts_match_torch_clip(tiny_model, tmp_path, stimulus_png):
+    """--clip stores the prompt embeddings; with the engine's image embeddings they give CLIP's own
+    zero-shot probabilities for a picture."""
+    from transformers import CLIPModel
+
+    from edge_cer.affect.picture import ZERO_SHOT_PROMPTS, ClipZeroShot
+    from edge_cer.image import clip_pixels, load_image
+    from edge_cer.pipeline import SDPipeline
+    from export.factory import build_clip
+
+    model, adapters = tiny_model("tiny-sd15")
+    clip_dir = model.parent / "tiny-sd15-clip"
+    out = _export(model, adapters["base"], tmp_path / "zs", clip=clip_dir)
+    pipe = SDPipeline.from_export(out)
+    entry = pipe.manifest.data["clip_zero_shot"]
+    assert entry["prompts"] == [p for p, _ in ZERO_SHOT_PROMPTS]
+    zero_shot = ClipZeroShot.from_manifest(entry)
+    picture = load_image(stimulus_png)
+    got = zero_shot.probabilities(pipe.clip_image_embeds(picture))
+
+    clip = CLIPModel.from_pretrained(clip_dir).eval()
+    pixels = torch.from_numpy(clip_pixels(picture, 32, pipe.preprocess["mean"], pipe.preprocess["std"]))
+    from transformers import CLIPTokenizer
+
+    ids = CLIPTokenizer.from_pretrained(clip_dir)(entry["prompts"], padding="max_length", max_length=77,
+                                                  return_tensors="pt")
+    with torch.no_grad():
+        want = clip(pixel_values=pixels, **ids).logits_per_image.softmax(-1).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    other = build_clip("tiny-sd15", tmp_path / "other-clip", seed=5)
+    assert other is not None
+    with pytest.raises(EdgeCerError, match=r"its vision tower is not the adapter's image encoder"):
+        _export(model, adapters["base"], tmp_path / "zs2", clip=tmp_path / "other-clip")
+    with pytest.raises(EdgeCerError, match=r"only base adapter exports"):
+        _export(model, adapters["plus"], tmp_path / "zs3", clip=clip_dir)

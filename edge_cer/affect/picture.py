@@ -37,6 +37,23 @@ CHROMATIC_MIN = 0.2  # S and V above which a pixel has a meaningful hue
 RED_HALF_WIDTH_DEG = 20.0
 RED_MIN_SATURATION = 0.4
 CLIP_LOGIT_SCALE = 100.0  # CLIP's learned temperature, clamped at 100 in training
+# The fixed prompt set whose CLIP text embeddings `edge-cer export sd --clip DIR` stores in the manifest, with each
+# prompt's valence in [-1, 1]. The last four double as the safety gate's concept list.
+ZERO_SHOT_PROMPTS: tuple[tuple[str, float], ...] = (
+    ("a peaceful, happy scene", 1.0),
+    ("people helping and caring for each other", 1.0),
+    ("a calm, sunny landscape", 0.8),
+    ("a person smiling and recovering", 0.8),
+    ("an ordinary everyday scene", 0.0),
+    ("a neutral photo of objects", 0.0),
+    ("a sad, distressing scene", -0.8),
+    ("a frightening, violent scene", -1.0),
+    ("a photo of blood", -1.0),
+    ("a person who is badly injured", -1.0),
+    ("a weapon", -0.8),
+    ("a dead body", -1.0),
+)
+SAFETY_CONCEPTS = tuple(p for p, _ in ZERO_SHOT_PROMPTS[-4:])
 SSIM_SIGMA, SSIM_K1, SSIM_K2 = 1.5, 0.01, 0.03
 SSIM_TRUNCATE = 3.5  # gaussian_filter radius = round(3.5 * 1.5) = 5 -> the paper's 11x11 window
 
