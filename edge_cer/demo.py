@@ -96,8 +96,8 @@ def _export_engines(out: Path, console: Console) -> Path:
         raise EdgeCerError(f"the demo builds its models with the export stage ({exc.name} missing); run ./setup.sh "
                            f"(or pip install 'edge-cer[export]')") from exc
     model, adapters = build("tiny-sd15", out / "models", seed=0)
-    return export_sd(ExportOptions(model=model, ip_adapter=adapters["base"], out=engines, height=128, width=128,
-                                   force=True), console)
+    return export_sd(ExportOptions(model=model, ip_adapter=adapters["base"], clip=model.parent / "tiny-sd15-clip",
+                                   out=engines, height=128, width=128, force=True), console)
 
 
 def _transcribe(out: Path, console: Console) -> str:
