@@ -87,6 +87,8 @@ class LivePipeline:
 
     def prepare(self, trial: PlannedTrial, clock: Callable[[], int]) -> LiveTrial | None:
         """Start the trial's generation worker, which first caches the stimulus' embeddings and latents."""
+        for number in [n for n in self._trials if n != trial.trial]:  # one trial at a time (a skipped one, too)
+            self._trials.pop(number).close()
         if trial.condition.feedback != "ai":
             return None
         if trial.trial not in self._trials:
@@ -106,8 +108,7 @@ class LivePipeline:
             return None
         live.final(heard.text, heard.speech_end_ns)
         outcome = live.result()
-        del self._trials[phase.trial.trial]
-        live.close()
+        live.close(timeout=0)  # cancels what still runs; joined at the next prepare(), not here: the clock goes on
         if outcome.picture is not None:
             session.submit_picture(outcome.picture, prompt=outcome.prompt, ready_ns=outcome.ready_ns)
         fields = outcome.fields(self.settings())
