@@ -5,8 +5,8 @@ Three modes, chosen by what the ASR folder holds (see edge_cer.speech.manifest):
 - ``streaming``: a sherpa ``OnlineRecognizer``; partials as its text changes, a final at each endpoint.
 - ``two-pass``: the same partials and endpoints; the final text comes from an ``OfflineRecognizer`` (Whisper)
   run on the utterance's audio.
-- ``vad``: no streaming model. Silero VAD cuts speech segments; the offline model re-decodes the growing segment
-  for partials while someone speaks, and decodes the segment for the final. When live, that final decode starts at
+- ``vad``: no streaming model. Silero VAD cuts speech segments; Whisper re-decodes the growing segment for
+  partials while someone speaks, and decodes the segment for the final. When live, that final decode starts at
   the first silent VAD window (speculatively) instead of after the VAD's full silence, and is kept if the segment
   the VAD then closes ends there.
 
@@ -72,7 +72,9 @@ VAD_PRE_ROLL = int(0.25 * SAMPLE_RATE)  # vad mode: audio kept before each segme
 class RecognizerConfig:
     """Settings; each default says why."""
 
-    num_threads: int = 2  # the lab CPU also runs the TUI and the picture client; sherpa's examples use 1-2
+    # One: the lab CPU also runs the TUI and the picture client, and onnxruntime's second thread spin-waits for a
+    # core that is busy; on the loaded 2-core dev VM, 2 threads doubled the end-of-speech latency (perf/asr.md).
+    num_threads: int = 1
     # sherpa-onnx's endpoint rules (seconds of trailing silence; utterance cap). Its defaults: 2.4 s with no words
     # yet, 1.2 s after words (shorter cuts reappraisals at thinking pauses), 20 s at most (bounded memory).
     rule1_min_trailing_silence: float = 2.4
@@ -131,6 +133,11 @@ class SpeechStream:
     def t(self) -> float:
         return self.num_samples / SAMPLE_RATE
 
+    @property
+    def received(self) -> int:
+        """Samples accepted so far, decoded or not."""
+        return self.num_samples + len(self.pending)
+
     def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> None:
         """Append mono float32 samples in [-1, 1] at the model rate."""
         _check_rate(sample_rate)
@@ -162,7 +169,7 @@ class SpeechStream:
         self.utterance_start = self.num_samples - len(keep)
         self.last_text = ""
         self.draft = ()
-        self.last_partial_at = self.num_samples
+        self.last_partial_at = self.received
 
 
 class StreamingRecognizer:
@@ -227,8 +234,10 @@ class VadRecognizer:
 
     Two Silero instances read the same windows: sherpa's `VoiceActivityDetector` cuts the segments (a segment ends
     after `vad_min_silence` of silence), and a bare `VadModel` without that hangover says whether someone is
-    speaking in the newest window. Partials are decoded only while someone speaks; at the first silent window the
-    final is decoded speculatively, so it is ready when the VAD confirms the end instead of starting then.
+    speaking in the newest window. While someone speaks, the open segment is re-decoded every `partial_interval`;
+    at the first silent window it is re-decoded once more, and that text is also the speculative final: when the
+    VAD then closes the segment where the pause began, the final is ready instead of starting. Each decode of a
+    segment passes the previous one's tokens to Whisper as a draft (edge_cer.speech.whisper).
     """
 
     mode = "vad"
@@ -247,9 +256,9 @@ class VadRecognizer:
     def decode(self, stream: SpeechStream, partials: bool = True) -> list[Event]:
         """Feed the VAD window by window; a Final per finished segment.
 
-        `partials`: the caller is live and has caught up with the audio. Then, while someone speaks, the growing
-        segment is re-decoded for a Partial when due; at a pause, the final is decoded speculatively. A file
-        decode passes False: each segment is decoded once, when the VAD closes it.
+        `partials`: the caller is live and has caught up with the audio; then the open segment is re-decoded for
+        Partials and the speculative final (see the class). A file decode passes False: each segment is decoded
+        once, when the VAD closes it.
         """
         events: list[Event] = []
         while (piece := stream.take(SILERO_VAD_WINDOW)) is not None:
@@ -259,12 +268,11 @@ class VadRecognizer:
                 stream.speculative = None  # speech went on: the segment will end later
             events += self._pop_segments(stream)
         if stream.vad.is_speech_detected():
-            if partials and stream.speaking:
-                events += self._partial(stream)
-            elif partials and stream.speculative is None:
-                segment = stream.vad.current_segment
-                text = self._transcribe(stream, segment.start, segment.samples).text
-                stream.speculative = Speculation(segment.start, stream.num_samples, text)
+            # Counted in samples received, not in the 512-sample windows read: 100 ms chunks then give a partial
+            # every third chunk, not sometimes every fourth.
+            due = stream.received - stream.last_partial_at >= self.config.partial_interval * SAMPLE_RATE
+            if partials and (due if stream.speaking else stream.speculative is None):
+                events += self._redecode(stream)
         elif not events:
             # Silence: keep only a short pre-roll so memory stays bounded and partials start near the speech.
             stream.start_utterance(stream.num_samples - int(0.5 * SAMPLE_RATE))
@@ -289,12 +297,13 @@ class VadRecognizer:
             stream.voice_buffer = stream.voice_buffer[SILERO_VAD_WINDOW:]
         return stream.speaking
 
-    def _partial(self, stream: SpeechStream) -> list[Event]:
-        if stream.num_samples - stream.last_partial_at < self.config.partial_interval * SAMPLE_RATE:
-            return []
-        stream.last_partial_at = stream.num_samples
+    def _redecode(self, stream: SpeechStream) -> list[Event]:
+        """Whisper on the open segment: a Partial if the text changed; at a pause, also the speculative final."""
+        stream.last_partial_at = stream.received
         segment = stream.vad.current_segment
         text = self._transcribe(stream, segment.start, segment.samples).text
+        if not stream.speaking:
+            stream.speculative = Speculation(segment.start, stream.num_samples, text)
         if not text or text == stream.last_text:
             return []
         stream.last_text = text
