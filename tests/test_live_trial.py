@@ -182,3 +182,16 @@ def test_without_speculation_nothing_runs_before_the_final(stim):
     assert gen.calls == []
     outcome = finish(trial, "They are actors on a set")
     assert outcome.source == "final" and outcome.fields({})["speculative_generations"] == 0
+
+
+def test_a_worker_bug_is_recorded_and_the_deadline_still_holds(stim):
+    class Wrong(StepGenerator):
+        def generate(self, *args, **kwargs):
+            return object()  # not a GeneratedPicture
+
+    trial = make_trial(Wrong(), stim, live=Live(speculate=False, deadline_s=0.2, on_deadline="none"))
+    start = time.monotonic_ns()
+    outcome = finish(trial, "a calm beach", start)
+    assert (time.monotonic_ns() - start) / NS < 0.4
+    assert outcome.picture is None and outcome.reason.startswith("deadline")
+    assert trial.worker_error.startswith("AttributeError")

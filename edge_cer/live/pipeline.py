@@ -112,7 +112,7 @@ class LivePipeline:
         if outcome.picture is not None:
             session.submit_picture(outcome.picture, prompt=outcome.prompt, ready_ns=outcome.ready_ns)
         fields = outcome.fields(self.settings())
-        fields["live"]["precompute_error"] = live.precompute_error
+        fields["live"].update(precompute_error=live.precompute_error, worker_error=live.worker_error)
         session.submit_live(fields, no_picture=outcome.reason if outcome.picture is None else None)
         return outcome
 

@@ -101,6 +101,7 @@ class LiveTrial:
         self._outcome: LiveOutcome | None = None
         self._closed = False
         self.precompute_error: str | None = None
+        self.worker_error: str | None = None
         self._thread = threading.Thread(target=self._work, args=(precompute,), name="live-generation", daemon=True)
         self._thread.start()
 
@@ -157,8 +158,11 @@ class LiveTrial:
                 self.generator.precompute(self.stimulus_path)  # image embeddings + latents before speech
             except Exception as exc:  # noqa: BLE001 - logged; generate() meets (and records) the same problem
                 self.precompute_error = f"{type(exc).__name__}: {exc}"
-        while (job := self._next_job()) is not None:
-            self._generate(job)
+        try:
+            while (job := self._next_job()) is not None:
+                self._generate(job)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stall the trial: result() falls back at the deadline
+            self.worker_error = f"{type(exc).__name__}: {exc}"
 
     def _next_job(self) -> Generation | None:
         with self._cond:
