@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from functools import partialmethod
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import onnx
@@ -119,6 +121,10 @@ def optimize(path: Path, model_type: str, use_gpu: bool) -> dict:
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    # onnxruntime.transformers puts its folder on sys.path and its modules import each other by top-level name:
+    # the class the optimizer uses is this one, not onnxruntime.transformers.fusion_attention_unet's.
+    from fusion_attention_unet import FusionAttentionUnet
+
     before = len(onnx.load(str(path), load_external_data=False).graph.node)
     options = FusionOptions(model_type)
     if not use_gpu:
@@ -128,9 +134,29 @@ def optimize(path: Path, model_type: str, use_gpu: bool) -> dict:
         options.enable_bias_splitgelu = False
         options.enable_nhwc_conv = False
         options.enable_bias_add = False
-    model = optimize_model(str(path), model_type=model_type, opt_level=0, use_gpu=use_gpu, optimization_options=options)
+        # MultiHeadAttention on CPU takes separate Q, K, V ("Packed QKV ... not implemented for CPU").
+        options.enable_packed_qkv = False
+        options.enable_packed_kv = False
+    fixed = partialmethod(_get_num_heads, upstream=FusionAttentionUnet.get_num_heads)
+    with patch.object(FusionAttentionUnet, "get_num_heads", fixed):
+        model = optimize_model(str(path), model_type=model_type, opt_level=0, use_gpu=use_gpu,
+                               optimization_options=options)
     _save(model.model, path)
     return {"nodes_before": before, "nodes_after": len(model.model.graph.node)}
+
+
+def _get_num_heads(self, reshape_q, is_torch2: bool = False, *, upstream) -> int:
+    """WAR: onnxruntime's `FusionAttentionUnet.get_num_heads` (transformers/fusion_attention_unet.py) calls int()
+    on the shape-(1,) head-count constant of torch-2 graphs, which numpy >= 2.4 refuses ("only 0-dimensional
+    arrays can be converted"). The same lookup with `.item()`; the other branch is upstream's, unchanged."""
+    if not is_torch2:
+        return upstream(self, reshape_q, is_torch2)
+    concat = self.model.get_parent(reshape_q, 1)
+    if concat is not None and concat.op_type == "Concat" and len(concat.input) == 4:
+        heads = self.model.get_constant_value(concat.input[2])
+        if isinstance(heads, np.ndarray) and heads.size == 1 and heads.item() > 0:
+            return int(heads.item())
+    return 0
 
 
 def to_fp16(path: Path) -> None:

@@ -118,6 +118,16 @@ def test_flops_fused_attention(tmp_path):
     assert got.total == 2 * (2 * 100 * 77 * 64) * 2
 
 
+def test_flops_packed_qkv_attention(tmp_path):
+    """The UNet fusion's self-attention: one packed (B, S, N, 3, H) input."""
+    f = TensorProto.FLOAT
+    node = helper.make_node("MultiHeadAttention", ["qkv"], ["o"], domain="com.microsoft", num_heads=8)
+    path = _save(tmp_path, [node], [helper.make_tensor_value_info("qkv", f, ("B", "S", 8, 3, 40))],
+                 [helper.make_tensor_value_info("o", f, None)], domain_ops=True)
+    got = count_flops(path, {"qkv": (2, 1024, 8, 3, 40)})
+    assert got.total == 2 * (2 * 1024 * 1024 * 320) * 2 and got.uncounted == []
+
+
 def test_stats():
     s = summarize([0.001 * x for x in range(1, 101)])
     assert s["n"] == 100 and s["p50_ms"] == pytest.approx(50.5) and s["p99_ms"] == pytest.approx(99.01)

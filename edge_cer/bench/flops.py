@@ -47,6 +47,10 @@ def count_flops(path: str | Path, input_shapes: dict[str, tuple[int, ...]]) -> F
         for d, size in zip(dims, input_shapes[inp.name]):
             d.Clear()
             d.dim_value = int(size)
+    # Weights stored outside the file become shape-only inputs: the inference must not try to read their values.
+    for t in [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]:
+        model.graph.initializer.remove(t)
+        model.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims))
     inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
     shapes = _known_shapes(inferred.graph)
     count = FlopCount()
@@ -95,10 +99,15 @@ def _node_flops(node: onnx.NodeProto, shapes: dict) -> int | None:
         return None if k is None or out is None else 2 * int(np.prod(out)) * k
     if node.op_type == "MultiHeadAttention":  # softmax(Q K^T) V on already-projected Q, K, V
         q, k = get(0), get(1)
-        if q is None or k is None or len(q) != 3 or out is None:
+        if q is None or out is None:
             return None
-        kv_len = k[1] if len(k) == 3 else k[2]  # (B, S, D) or (B, N, S, H)
-        return 2 * q[0] * q[1] * kv_len * q[2] + 2 * int(np.prod(out)) * kv_len
+        if len(q) == 5:  # packed QKV (B, S, N, 3, H): self-attention
+            kv_len, batch, q_len, qk_width = q[1], q[0], q[1], q[2] * q[4]
+        elif k is not None:  # K as (B, S, D), packed KV (B, S, N, 2, H) or per-head (B, N, S, H)
+            kv_len, batch, q_len, qk_width = (k[2] if len(k) == 4 else k[1]), q[0], q[1], q[2]
+        else:
+            return None
+        return 2 * batch * q_len * kv_len * qk_width + 2 * int(np.prod(out)) * kv_len
     if node.op_type == "Attention":  # packed QKV projection, then self-attention
         x, w = get(0), get(1)
         if x is None or w is None or out is None:
