@@ -1,0 +1,158 @@
+"""vad mode and the Whisper runner on a tiny random Whisper + the real Silero VAD: draft decoding equals greedy
+decoding, a file decodes each segment once, and live, the final is the decode made at the pause."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from edge_cer.speech.audio import read_audio
+from edge_cer.speech.manifest import load_asr_folder, write_manifest
+from edge_cer.speech.recognizer import Final, Partial, create_recognizer
+from tests.test_speech_streaming import SR, speech_like
+from tests.test_speech_twopass_audio import TINY_EN
+
+
+@pytest.fixture(scope="session")
+def vad_dir(tmp_path_factory):
+    """A vad-mode folder: random tiny Whisper (real tiny.en tokenizer, 64 text positions) + Silero VAD."""
+    pytest.importorskip("torch")
+    tok = pytest.importorskip(TINY_EN)
+    silero = pytest.importorskip("silero_vad")
+    import torch
+    from pathlib import Path
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from export.asr.whisper import export_whisper
+
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=51864, num_mel_bins=80, d_model=16, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                           decoder_ffn_dim=32, max_source_positions=1500, max_target_positions=64)
+    root = tmp_path_factory.mktemp("vad")
+    offline = export_whisper(WhisperForConditionalGeneration(config).eval(),
+                             Path(tok.__file__).parent / "model" / "tokenizer.json", root / "offline")
+    (root / "vad").mkdir()
+    shutil.copy2(Path(silero.__file__).parent / "data" / "silero_vad.onnx", root / "vad" / "silero_vad.onnx")
+    vad = {"family": "silero_vad", "files": {"model": "vad/silero_vad.onnx"}, "options": {}}
+    write_manifest(root, {"offline": offline, "vad": vad}, {"kind": "test-model"})
+    return root
+
+
+def espeak(tmp_path, *parts):
+    """Speech (espeak-ng, trimmed) for each string part, silence (seconds) for each number part."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed (./setup.sh installs it): Silero needs speech to cut segments")
+    audio = []
+    for i, part in enumerate(parts):
+        if isinstance(part, str):
+            subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(tmp_path / f"{i}.wav"), part],
+                           check=True)
+            speech = read_audio(tmp_path / f"{i}.wav")
+            loud = np.flatnonzero(np.abs(speech) > 0.01)
+            audio.append(speech[loud[0]:loud[-1] + 1])  # espeak's own leading and trailing silence off
+        else:
+            audio.append(np.zeros(int(part * SR), np.float32))
+    return np.concatenate(audio)
+
+
+def record_decodes(recognizer, stream):
+    """Wrap the recognizer's Whisper: each call's (stream time, audio seconds, text, at a pause) goes to the list."""
+    calls, transcribe = [], recognizer.offline.transcribe
+
+    def recorded(samples, draft=()):
+        result = transcribe(samples, draft)
+        calls.append((stream.t, len(samples) / SR, result.text, not stream.speaking))
+        return result
+
+    recognizer.offline.transcribe = recorded
+    return calls
+
+
+def test_draft_decoding_is_greedy_decoding(vad_dir):
+    whisper = create_recognizer(vad_dir).offline
+    audio = speech_like([0.2, 1.5, 0.3])
+    runs = []
+    run = whisper.decoder.run_with_ort_values
+    whisper.decoder.run_with_ort_values = lambda *a: runs.append(1) or run(*a)
+    greedy = whisper.transcribe(audio)
+    steps, runs[:] = len(runs), []
+    assert len(greedy.tokens) >= 3  # the random model never says end-of-text: it fills its 6 tokens per second
+    assert whisper.transcribe(audio, draft=greedy.tokens) == greedy
+    assert len(runs) <= 2 < steps  # the whole draft read in one call (plus one for the token after it)
+    wrong = greedy.tokens[:2] + tuple(t + 1 for t in greedy.tokens[2:])
+    assert whisper.transcribe(audio, draft=wrong) == greedy
+    assert whisper.transcribe(audio, draft=greedy.tokens * 3 + (whisper.eot,)) == greedy
+    assert whisper.transcribe(np.zeros(0, np.float32)).text == ""
+
+
+def test_whisper_reads_the_folder_as_sherpa_onnx_does(vad_dir):
+    """Same features, prompt, tail padding and token cap as sherpa's OfflineRecognizer: the same text."""
+    import sherpa_onnx
+
+    model = load_asr_folder(vad_dir).model("offline")
+    sherpa = sherpa_onnx.OfflineRecognizer.from_whisper(
+        encoder=str(model.files["encoder"]), decoder=str(model.files["decoder"]), tokens=str(model.files["tokens"]),
+        language="", task="transcribe", tail_paddings=100)
+    whisper = create_recognizer(vad_dir).offline
+    for seconds in (0.5, 2.0):
+        audio = speech_like([0.1, seconds, 0.1], seed=int(seconds * 10))
+        stream = sherpa.create_stream()
+        stream.accept_waveform(SR, audio)
+        sherpa.decode_stream(stream)
+        assert whisper.transcribe(audio).text == stream.result.text.strip() != ""
+
+
+def test_file_transcription_decodes_each_segment_once(vad_dir, tmp_path):
+    from edge_cer.speech.transcribe import transcribe_file
+    import soundfile as sf
+
+    sf.write(tmp_path / "two.wav", espeak(tmp_path, 0.3, "The storm has passed", 1.0, "Nobody was hurt", 0.8), SR)
+    recognizer = create_recognizer(vad_dir)
+    calls = record_decodes(recognizer, recognizer.create_stream())
+    events = []
+    transcript = transcribe_file(recognizer, tmp_path / "two.wav", on_event=events.append)
+    assert len(calls) == 2 == len(transcript.finals)
+    assert not [e for e in events if isinstance(e, Partial)]
+    assert transcript.text == " ".join(text for _, _, text, _ in calls)
+
+
+def test_live_final_is_the_decode_made_at_the_pause(vad_dir, tmp_path):
+    """Live (partials on, 100 ms chunks): decodes while speaking, one at the pause, none when the VAD closes."""
+    audio = espeak(tmp_path, 0.3, "I can see that the person in the picture is getting help", 1.0)
+    recognizer = create_recognizer(vad_dir)
+    stream = recognizer.create_stream()
+    calls = record_decodes(recognizer, stream)
+    finals = []
+    for i in range(0, len(audio), SR // 10):
+        stream.accept_waveform(SR, audio[i:i + SR // 10])
+        before = len(calls)
+        for event in recognizer.decode(stream):
+            if isinstance(event, Final):
+                assert len(calls) == before  # the VAD closed the segment: nothing left to decode
+                finals.append(event)
+    assert len(finals) == 1 and len(calls) >= 5  # partials every 0.3 s of ~3 s of speech
+    final = finals[0]
+    t_pause, seconds, text, at_pause = calls[-1]
+    assert at_pause and text == final.text and seconds >= final.t_endpoint - 0.3 - 0.25  # the whole segment (0.3 s before it)
+    assert t_pause <= final.t_endpoint + 0.15 and t_pause < final.t_final - 0.15  # at the pause, not after it
+    assert all(t <= t_pause for t, *_ in calls)  # no decodes during the trailing silence
+
+
+def test_speculation_is_dropped_when_speech_goes_on(vad_dir, tmp_path):
+    """A pause shorter than the VAD's silence: the decode made there is not the final; the whole segment is."""
+    audio = espeak(tmp_path, 0.3, "The storm has passed", 0.25, "and the family is safe now", 1.0)
+    recognizer = create_recognizer(vad_dir)
+    stream = recognizer.create_stream()
+    calls = record_decodes(recognizer, stream)
+    events = []
+    for i in range(0, len(audio), SR // 10):
+        stream.accept_waveform(SR, audio[i:i + SR // 10])
+        events += recognizer.decode(stream)
+    finals = [e for e in events if isinstance(e, Final)]
+    assert len(finals) == 1
+    covering = [text for _, seconds, text, _ in calls if seconds >= finals[0].t_endpoint - 0.3 - 0.25]
+    assert finals[0].text == covering[-1]
+    dropped = [t for t, seconds, _, at_pause in calls if at_pause and seconds < finals[0].t_endpoint - 0.3 - 0.25]
+    assert dropped and 0.3 + 1.0 < dropped[0] < finals[0].t_endpoint  # the speculation at the short pause
