@@ -50,6 +50,7 @@ def run(args) -> int:
 
     console.rule("4. supportive picture")
     from edge_cer.engine import EngineGenerator
+    from edge_cer.live.gate import GatedGenerator
     from edge_cer.image import load_image, save_png
     from edge_cer.perf_table import stage_table
     from edge_cer.pipeline import SDPipeline
@@ -70,7 +71,7 @@ def run(args) -> int:
     data = out / "data"
     if data.exists():
         shutil.rmtree(data)
-    summary = run_scripted_demo(data, generator=EngineGenerator(pipe))
+    summary = run_scripted_demo(data, generator=GatedGenerator(EngineGenerator(pipe)))
     console.print(summary)
 
     console.rule("6. analysis report")

@@ -1,6 +1,6 @@
 """The picture engine as the session engine sees it: `PictureGenerator` over `SDPipeline`.
 
-    generator = load_generator("engines/sd15-ip", provider="cpu")
+    generator = load_generator("engines/sd15-ip", provider="cpu")   # behind the safety gate
     picture = generator.generate(Path("stimulus.png"), "he will recover", seed=1, strength=0.6, ip_scale=0.6, steps=20)
 """
 
@@ -40,5 +40,10 @@ class EngineGenerator:
         return GeneratedPicture(png=buffer.getvalue(), params=params, timings=timings)
 
 
-def load_generator(engines: str | Path, provider: str = "cpu", **options) -> EngineGenerator:
-    return EngineGenerator(SDPipeline.from_export(engines, provider=provider), **options)
+def load_generator(engines: str | Path, provider: str = "cpu", gated: bool = True, **options):
+    """The engine as a session's picture generator; `gated` (the default) puts it behind the safety gate, so no
+    picture more negative than its stimulus reaches a participant (edge_cer.live.gate)."""
+    from edge_cer.live.gate import GatedGenerator
+
+    generator = EngineGenerator(SDPipeline.from_export(engines, provider=provider), **options)
+    return GatedGenerator(generator) if gated else generator

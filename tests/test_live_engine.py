@@ -19,7 +19,7 @@ OPEN_GATE = SafetyPolicy(max_valence_drop=2.0, max_red_share_increase=1.0)
 def generator(tiny_export):
     from edge_cer.engine import load_generator
 
-    return load_generator(tiny_export())
+    return load_generator(tiny_export(), gated=False)  # live trials gate their own pictures
 
 
 def direct(generator, stimulus, prompt, steps, seed=7):

@@ -100,7 +100,8 @@ def run_live_bench(engines, asr, audio_files=None, *, synthesize: bool = True, o
     protocol, policy = protocol or load_protocol(), policy or SafetyPolicy()
     if steps is not None:
         protocol = dataclasses.replace(protocol, generation=dataclasses.replace(protocol.generation, steps=steps))
-    generator = load_generator(engines) if isinstance(engines, (str, Path)) else engines
+    # Live trials gate their own pictures (with `policy`), so the bare engine.
+    generator = load_generator(engines, gated=False) if isinstance(engines, (str, Path)) else engines
     recognizer = create_recognizer(asr) if isinstance(asr, (str, Path)) else asr
     stimulus = Path(stimulus) if stimulus else synthetic_stimuli().stimuli[0].path
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,48 +1,105 @@
-"""The safety gate in the live pipeline: the stimulus is scored once, each generated picture against it.
+"""The safety gate around every generated picture: the stimulus is scored once, each picture against it.
 
-The rule itself is `edge_cer.affect.safety.decide` (pure, shared with the analysis). This wrapper only turns
-pictures into scores, and fails closed too: a picture that cannot be scored gets "fallback", never "show".
+The rule itself is `edge_cer.affect.safety.decide` (pure, shared with the analysis). This module turns pictures
+into scores (CLIP zero-shot valence and concept scores when the engine manifest carries prompt embeddings, else the
+pixel proxies) and fails closed too: a picture that cannot be scored gets "fallback", never "show".
+
+`GatedGenerator` puts any picture generator behind the gate, so that no path (scripted runs, the terminal UI, typed
+utterances in live runs) shows an unchecked picture; the live pipeline's `LiveTrial` gates its own pictures with the
+same `SafetyGate` because it also weighs the feedback deadline.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import math
 from pathlib import Path
 
 from PIL import Image
 
-from edge_cer.affect.picture import load_rgb, picture_proxies
+from edge_cer.affect.picture import SAFETY_CONCEPTS, ClipZeroShot, picture_proxies
 from edge_cer.affect.safety import FALLBACK, AffectScores, GateDecision, SafetyPolicy, decide
 from edge_cer.session.generation import GeneratedPicture
 
 UNSCORED = AffectScores(math.nan, math.nan)
 
 
-def proxy_scores(rgb) -> AffectScores:
-    """The pixel proxies (no weights): CLIP valence needs image embeddings the engine does not hand out yet."""
-    proxies = picture_proxies(rgb)
-    return AffectScores(proxies.valence_proxy, proxies.red_share)
+class PictureScorer:
+    """Picture -> (AffectScores, concept scores or None). CLIP zero-shot valence needs an engine exported with
+    `--clip` (base adapter); without it, the weight-free pixel proxies."""
+
+    def __init__(self, generator=None):
+        pipeline = getattr(generator, "pipeline", None)
+        entry = pipeline.manifest.data.get("clip_zero_shot") if pipeline is not None else None
+        self._clip = (pipeline, ClipZeroShot.from_manifest(entry)) if entry else None
+
+    @property
+    def concepts(self) -> tuple[str, ...]:
+        """The concept list the gate can check with this scorer."""
+        return SAFETY_CONCEPTS if self._clip else ()
+
+    def __call__(self, image: Image.Image) -> tuple[AffectScores, dict | None]:
+        image = image.convert("RGB")
+        proxies = picture_proxies(image)
+        if self._clip is None:
+            return AffectScores(proxies.valence_proxy, proxies.red_share), None
+        pipeline, zero_shot = self._clip
+        embeds = pipeline.clip_image_embeds(image)
+        valence = float(zero_shot.valence(embeds)[0])
+        return AffectScores(valence, proxies.red_share, "clip"), zero_shot.concept_scores(embeds)[0]
 
 
 class SafetyGate:
-    def __init__(self, stimulus_path: Path, policy: SafetyPolicy):
-        self.policy = policy
+    def __init__(self, stimulus_path: Path, policy: SafetyPolicy, scorer: PictureScorer | None = None):
+        self.policy, self.scorer = policy, scorer or PictureScorer()
         try:
-            self.stimulus, self.stimulus_error = proxy_scores(load_rgb(stimulus_path)), None
+            with Image.open(stimulus_path) as image:
+                (self.stimulus, _), self.stimulus_error = self.scorer(image), None
         except Exception as exc:  # noqa: BLE001 - an unscorable stimulus blocks every picture, with the reason
             self.stimulus, self.stimulus_error = UNSCORED, f"stimulus: {type(exc).__name__}: {exc}"
 
     def check(self, picture: GeneratedPicture, *, attempt: int, time_left_s: float,
               expected_generation_s: float) -> GateDecision:
+        concepts = None
         try:
             with Image.open(io.BytesIO(picture.png_bytes())) as image:
-                candidate, error = proxy_scores(image), self.stimulus_error
+                (candidate, concepts), error = self.scorer(image), self.stimulus_error
         except Exception as exc:  # noqa: BLE001 - fail closed on an unreadable picture
             candidate, error = UNSCORED, f"candidate: {type(exc).__name__}: {exc}"
         decision = decide(self.stimulus, candidate, self.policy, attempt=attempt, time_left_s=time_left_s,
-                          expected_generation_s=expected_generation_s)
+                          expected_generation_s=expected_generation_s, concept_scores=concepts)
         if error and decision.action == FALLBACK:  # decide() saw only NaN; keep the cause in the log
             decision = dataclasses.replace(decision, reasons=(f"error: {error}", *decision.reasons))
         return decision
+
+
+class PictureBlocked(RuntimeError):
+    """The gate refused every attempt: nothing may be shown (the session logs it as `no_picture`)."""
+
+
+class GatedGenerator:
+    """A `PictureGenerator` whose pictures have passed the gate; a blocked one is regenerated with the next seed
+    while the policy allows, and the decisions travel in `params["safety"]`."""
+
+    def __init__(self, generator, policy: SafetyPolicy | None = None):
+        self.generator = generator
+        self.scorer = PictureScorer(generator)
+        self.policy = policy or SafetyPolicy(blocked_concepts=self.scorer.concepts)
+
+    def precompute(self, stimulus_path: Path) -> None:
+        if hasattr(self.generator, "precompute"):
+            self.generator.precompute(stimulus_path)
+
+    def generate(self, stimulus_path: Path, prompt: str, *, seed: int, **options) -> GeneratedPicture:
+        gate = SafetyGate(Path(stimulus_path), self.policy, self.scorer)
+        decisions = []
+        for attempt in itertools.count(1):
+            picture = self.generator.generate(stimulus_path, prompt, seed=seed + attempt - 1, **options)
+            decision = gate.check(picture, attempt=attempt, time_left_s=math.inf, expected_generation_s=0.0)
+            decisions.append(decision.record())
+            if decision.shown:
+                return dataclasses.replace(picture, params={**picture.params, "safety": decisions})
+            if decision.action == FALLBACK:
+                raise PictureBlocked(f"safety gate: {'; '.join(decision.reasons)} (after {attempt} attempt(s))")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_cer.affect.safety import SafetyPolicy
+from edge_cer.live.gate import GatedGenerator, PictureScorer
 from edge_cer.live.prompt import PromptBuilder
 from edge_cer.live.trial import NS, LiveOutcome, LiveTrial
 from edge_cer.session.counterbalance import PlannedTrial
@@ -79,10 +80,15 @@ class LivePipeline:
     """Per session: the picture engine, the recogniser and the protocol's `[prompt]`, `[live]` and `[generation]`."""
 
     def __init__(self, generator, recognizer, protocol: Protocol, policy: SafetyPolicy | None = None):
-        self.generator, self.recognizer, self.protocol = generator, recognizer, protocol
+        self.recognizer, self.protocol = recognizer, protocol
+        # Live trials gate their own pictures (weighing the deadline); every other picture of the session goes
+        # through `self.generator`, the same engine behind the same gate.
+        self.engine = generator.generator if isinstance(generator, GatedGenerator) else generator
         self.prompt = PromptBuilder(protocol.prompt)
         fallback = "best_ready" if protocol.live.on_deadline == "best" else "none"
-        self.policy = policy or SafetyPolicy(fallback=fallback)
+        concepts = PictureScorer(self.engine).concepts
+        self.policy = policy or SafetyPolicy(fallback=fallback, blocked_concepts=concepts)
+        self.generator = GatedGenerator(self.engine, self.policy)
         self._trials: dict[int, LiveTrial] = {}
 
     def prepare(self, trial: PlannedTrial, clock: Callable[[], int]) -> LiveTrial | None:
@@ -93,7 +99,7 @@ class LivePipeline:
             return None
         if trial.trial not in self._trials:
             self._trials[trial.trial] = LiveTrial(
-                self.generator, trial.stimulus.path, seed=trial.seed, generation=self.protocol.generation,
+                self.engine, trial.stimulus.path, seed=trial.seed, generation=self.protocol.generation,
                 prompt=self.prompt, live=self.protocol.live, policy=self.policy, clock=clock)
         return self._trials[trial.trial]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_cer.affect.safety import REGENERATE, GateDecision, SafetyPolicy
-from edge_cer.live.gate import SafetyGate
+from edge_cer.live.gate import PictureScorer, SafetyGate
 from edge_cer.live.prompt import PromptBuilder
 from edge_cer.session.generation import GeneratedPicture
 from edge_cer.session.protocol import Generation as GenerationSettings
@@ -91,7 +91,7 @@ class LiveTrial:
                  clock: Callable[[], int] = time.monotonic_ns, precompute: bool = True):
         self.generator, self.stimulus_path, self.seed = generator, Path(stimulus_path), seed
         self.settings, self.prompt, self.live, self.clock = generation, prompt, live, clock
-        self.gate = SafetyGate(self.stimulus_path, policy)
+        self.gate = SafetyGate(self.stimulus_path, policy, PictureScorer(generator))
         self.generations: list[Generation] = []
         self._cond = threading.Condition()
         self._pending: tuple[str, int] | None = None  # newest speculative prompt not yet generated, and since when
