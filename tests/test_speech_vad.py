@@ -70,6 +70,17 @@ def record_decodes(recognizer, stream):
     return calls
 
 
+def decode_live(recognizer, stream, audio, calls):
+    """Feed 100 ms chunks as a live worker that keeps up does; (event, decodes run in its chunk) pairs."""
+    out = []
+    for i in range(0, len(audio), SR // 10):
+        stream.accept_waveform(SR, audio[i:i + SR // 10])
+        before = len(calls)
+        events = recognizer.decode(stream)
+        out += [(event, len(calls) - before) for event in events]
+    return out
+
+
 def test_draft_decoding_is_greedy_decoding(vad_dir):
     whisper = create_recognizer(vad_dir).offline
     audio = speech_like([0.2, 1.5, 0.3])
@@ -124,18 +135,13 @@ def test_live_final_is_the_decode_made_at_the_pause(vad_dir, tmp_path):
     recognizer = create_recognizer(vad_dir)
     stream = recognizer.create_stream()
     calls = record_decodes(recognizer, stream)
-    finals = []
-    for i in range(0, len(audio), SR // 10):
-        stream.accept_waveform(SR, audio[i:i + SR // 10])
-        before = len(calls)
-        for event in recognizer.decode(stream):
-            if isinstance(event, Final):
-                assert len(calls) == before  # the VAD closed the segment: nothing left to decode
-                finals.append(event)
+    finals = [(e, decodes) for e, decodes in decode_live(recognizer, stream, audio, calls) if isinstance(e, Final)]
     assert len(finals) == 1 and len(calls) >= 5  # partials every 0.3 s of ~3 s of speech
-    final = finals[0]
+    final, decodes = finals[0]
+    assert decodes == 0  # the VAD closed the segment: nothing left to decode
     t_pause, seconds, text, at_pause = calls[-1]
-    assert at_pause and text == final.text and seconds >= final.t_endpoint - 0.3 - 0.25  # the whole segment (0.3 s before it)
+    assert at_pause and text == final.text
+    assert seconds >= final.t_endpoint - 0.3 - 0.25  # the whole segment (it starts after 0.3 s, 0.25 s of lead)
     assert t_pause <= final.t_endpoint + 0.15 and t_pause < final.t_final - 0.15  # at the pause, not after it
     assert all(t <= t_pause for t, *_ in calls)  # no decodes during the trailing silence
 
@@ -146,11 +152,7 @@ def test_speculation_is_dropped_when_speech_goes_on(vad_dir, tmp_path):
     recognizer = create_recognizer(vad_dir)
     stream = recognizer.create_stream()
     calls = record_decodes(recognizer, stream)
-    events = []
-    for i in range(0, len(audio), SR // 10):
-        stream.accept_waveform(SR, audio[i:i + SR // 10])
-        events += recognizer.decode(stream)
-    finals = [e for e in events if isinstance(e, Final)]
+    finals = [e for e, _ in decode_live(recognizer, stream, audio, calls) if isinstance(e, Final)]
     assert len(finals) == 1
     covering = [text for _, seconds, text, _ in calls if seconds >= finals[0].t_endpoint - 0.3 - 0.25]
     assert finals[0].text == covering[-1]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_cer.errors import EdgeCerError
 from edge_cer.speech.manifest import SAMPLE_RATE, ModelFiles
 
 MEL_FRAMES = 3000  # Whisper's 30 s window, the most its positional embedding covers
@@ -54,8 +55,9 @@ class Whisper:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = num_threads, 1
-        session = lambda role: ort.InferenceSession(str(model.files[role]), options,  # noqa: E731
-                                                    providers=["CPUExecutionProvider"])
+        def session(role: str):
+            return ort.InferenceSession(str(model.files[role]), options, providers=["CPUExecutionProvider"])
+
         self.encoder, self.decoder = session("encoder"), session("decoder")
         self.tail_paddings = tail_paddings
         meta = self.encoder.get_modelmeta().custom_metadata_map
@@ -64,8 +66,12 @@ class Whisper:
         self.eot = int(meta["eot"])
         self.prompt = [int(t) for t in meta["sot_sequence"].split(",")]
         if int(meta["is_multilingual"]):
-            languages = dict(zip(meta["all_language_codes"].split(","), map(int, meta["all_language_tokens"].split(","))))
-            self.prompt[1] = languages[model.options.get("language") or "en"]
+            codes, ids = meta["all_language_codes"].split(","), meta["all_language_tokens"].split(",")
+            languages, language = dict(zip(codes, map(int, ids))), model.options.get("language") or "en"
+            if language not in languages:
+                raise EdgeCerError(f"{model.files['encoder']}: this Whisper knows no language {language!r}; set the "
+                                   f"manifest's offline options.language to one of {', '.join(languages)}")
+            self.prompt[1] = languages[language]
         self.prompt.append(int(meta["no_timestamps"]))
         self.pieces: dict[int, bytes] = {}
         for line in model.files["tokens"].read_text(encoding="utf-8").splitlines():
