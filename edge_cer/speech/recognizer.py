@@ -3,8 +3,8 @@
 Three modes, chosen by what the ASR folder holds (see edge_cer.speech.manifest):
 
 - ``streaming``: a sherpa ``OnlineRecognizer``; partials as its text changes, a final at each endpoint.
-- ``two-pass``: the same partials and endpoints; the final text comes from an ``OfflineRecognizer`` (Whisper)
-  run on the utterance's audio.
+- ``two-pass``: the same partials and endpoints; the final text comes from Whisper (edge_cer.speech.whisper, over
+  sherpa's offline Whisper format) run on the utterance's audio.
 - ``vad``: no streaming model. Silero VAD cuts speech segments; Whisper re-decodes the growing segment for
   partials while someone speaks, and decodes the segment for the final. When live, that final decode starts at
   the first silent VAD window (speculatively) instead of after the VAD's full silence, and is kept if the segment
