@@ -28,6 +28,7 @@ COMPARED = ("unet_step", "text_encode", "image_encode", "vae_encode", "vae_decod
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from edge_cer.bench.runs import Settings
+    from edge_cer.schedulers import SCHEDULERS
 
     d = Settings()
     p.add_argument("--engines", type=Path, help="export folder (edge-cer export sd)")
@@ -46,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=float, default=d.strength)
     p.add_argument("--guidance", type=float, default=d.guidance)
     p.add_argument("--ip-scale", type=float, default=d.ip_scale)
+    p.add_argument("--scheduler", choices=tuple(SCHEDULERS),
+                   help="replace the model's scheduler on both sides (default: its scheduler_config.json)")
     p.add_argument("--prompt", default=d.prompt)
     p.add_argument("--image", type=Path, help="stimulus picture (default: a synthetic 512x512 picture)")
     p.add_argument("--live", action="store_true",
@@ -112,8 +115,9 @@ def run(args) -> int:
     manifest = load_manifest(args.engines, verify=True)
     verify_s = time.perf_counter() - t0
     shape = manifest.data["export_shape"]
-    s = Settings(prompt=args.prompt, steps=args.steps, strength=args.strength, guidance=args.guidance,
-                 ip_scale=args.ip_scale, height=args.height or shape["height"], width=args.width or shape["width"])
+    s = Settings(prompt=args.prompt, scheduler=args.scheduler, steps=args.steps, strength=args.strength,
+                 guidance=args.guidance, ip_scale=args.ip_scale, height=args.height or shape["height"],
+                 width=args.width or shape["width"])
     options = {"threads": args.threads} if args.threads else {}
     # Every backend loads before any measurement: a missing GPU provider fails here, in one line.
     runners = [EngineRunner(manifest, provider, **options) for provider in args.backend or ["cpu"]]
@@ -173,6 +177,7 @@ def run(args) -> int:
         if p50:
             gflops = flops.total / 1e9 / (p50 / 1000)
             achieved[name] = {"gflops": gflops, "percent_of_peak": 100 * gflops / peak["gflops"]}
+    graphs = manifest.data["graphs"]
     result = {
         "name": args.out.name,
         "command": "edge-cer " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -180,9 +185,9 @@ def run(args) -> int:
         "denoising_steps": len(backends[next(iter(backends))]["raw"]["unet_step"]) // args.runs,
         "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
         "engine": {"path": str(manifest.root), "manifest_sha256": manifest.sha256,
-                   "graph_sha256": {n: manifest.data["files"].get(g["file"]) for n, g in manifest.data["graphs"].items()},
-                   "optimized": {n: g.get("optimized") for n, g in manifest.data["graphs"].items()},
-                   "precision": {n: g.get("precision") for n, g in manifest.data["graphs"].items()}},
+                   "graph_sha256": {n: manifest.data["files"].get(g["file"]) for n, g in graphs.items()},
+                   "optimized": {n: g.get("optimized") for n, g in graphs.items()},
+                   "precision": {n: g.get("precision") for n, g in graphs.items()}},
         "machine": info,
         "loadavg_at_end": os.getloadavg(),
         "sgemm_peak": peak, "sgemm_peak_runs": [peak_before["gflops"], peak_after["gflops"]],

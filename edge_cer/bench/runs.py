@@ -31,6 +31,7 @@ class Settings:
     guidance: float = 7.5
     ip_scale: float = 0.6
     seed: int = 0
+    scheduler: str | None = None  # None: the model's own scheduler_config.json (as `edge-cer generate`)
     height: int = 512
     width: int = 512
 
@@ -68,7 +69,7 @@ class EngineRunner:
         pipe.encode_init_latents(image, s.height, s.width)
         t2 = time.perf_counter()
         out = pipe(image, s.prompt, s.negative_prompt, steps=s.steps, strength=s.strength, guidance=s.guidance,
-                   ip_scale=s.ip_scale, seed=s.seed, height=s.height, width=s.width)
+                   ip_scale=s.ip_scale, seed=s.seed, scheduler=s.scheduler, height=s.height, width=s.width)
         t3 = time.perf_counter()
         text_infer = [c.seconds for c in self.backend.calls if c.name == "text_encoder"]
         stages = {
