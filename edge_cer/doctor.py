@@ -223,7 +223,8 @@ def render(report: dict) -> None:
     console.print(t)
 
     for e in report["engines"]:
-        t = Table(title=f"export {e['path']}")
+        console.print(f"\n[bold]export {e['path']}[/]", soft_wrap=True)  # a long path must not wrap in a title
+        t = Table()
         if "error" in e:
             t.add_column("problem")
             t.add_row(f"[red]{e['error']}[/]")
