@@ -16,7 +16,6 @@ from tests.session_helpers import protocol_text
 from tests.tui_helpers import DURATIONS
 
 
-@pytest.mark.slow  # a real process and terminal: ~12 s; run with -m slow
 def test_two_trials_by_send_keys(tmp_path):
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed (setup.sh installs it)")
