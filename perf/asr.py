@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--tail-paddings", type=int, default=RecognizerConfig.whisper_tail_paddings,
                         help="Whisper tail paddings in 10 ms frames (sherpa's own default: 1000)")
     parser.add_argument("--threads", type=int, default=RecognizerConfig.num_threads)
+    parser.add_argument("--partial-interval", type=float, default=RecognizerConfig.partial_interval,
+                        help="vad mode: seconds of new speech between partial re-decodes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", f"{tmp}/s.wav", TEXT], check=True)
@@ -44,8 +46,9 @@ def main() -> None:
     audio = np.concatenate([speech, np.zeros(int(1.5 * 16000), np.float32)])
     loud = np.flatnonzero(np.abs(speech[: len(speech) // 160 * 160]).reshape(-1, 160).max(axis=1) > 0.01)
     speech_end = (loud[-1] + 1) * 160 / 16000
-    recognizer = create_recognizer(args.asr, RecognizerConfig(num_threads=args.threads,
-                                                              whisper_tail_paddings=args.tail_paddings))
+    config = RecognizerConfig(num_threads=args.threads, whisper_tail_paddings=args.tail_paddings,
+                              partial_interval=args.partial_interval)
+    recognizer = create_recognizer(args.asr, config)
     offline = getattr(recognizer, "offline", None)
     # 1. RTF of one offline decode of the whole utterance (burn-in first).
     offline.transcribe(speech)
@@ -70,7 +73,7 @@ def main() -> None:
     result = {"asr": str(args.asr), "mode": recognizer.mode, "utterance_s": round(speech_end, 2),
               "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "load_1min": round(os.getloadavg()[0], 2), "num_threads": recognizer.config.num_threads,
-              "whisper_tail_paddings": recognizer.config.whisper_tail_paddings,
+              "whisper_tail_paddings": config.whisper_tail_paddings, "partial_interval": config.partial_interval,
               "rtf_offline_decode": round(rtf, 3), "rtf_offline_decode_cpu": round(rtf_cpu, 3),
               "final_latency_s": {"p50": round(float(np.median(latencies)), 3), "max": round(max(latencies), 3)},
               "partial_interval_s": {"p50": round(float(np.median(intervals)), 3),

@@ -136,7 +136,7 @@ def test_live_final_is_the_decode_made_at_the_pause(vad_dir, tmp_path):
     stream = recognizer.create_stream()
     calls = record_decodes(recognizer, stream)
     finals = [(e, decodes) for e, decodes in decode_live(recognizer, stream, audio, calls) if isinstance(e, Final)]
-    assert len(finals) == 1 and len(calls) >= 5  # partials every 0.3 s of ~3 s of speech
+    assert len(finals) == 1 and len(calls) >= 5  # partials every 0.2 s of ~3 s of speech
     final, decodes = finals[0]
     assert decodes == 0  # the VAD closed the segment: nothing left to decode
     t_pause, seconds, text, at_pause = calls[-1]
