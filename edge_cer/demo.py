@@ -25,7 +25,7 @@ from rich.console import Console
 
 from edge_cer.errors import EdgeCerError
 
-REAPPRAISAL = "The man is being helped. The doctors are with him and he will recover."
+REAPPRAISAL = "The person in the picture is getting help, and things will get better soon."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -42,6 +42,6 @@ def clip_zero_shot(clip_dir: Path, ip: IPAdapter) -> dict:
         "prompts": prompts,
         "valence": [v for _, v in ZERO_SHOT_PROMPTS],
         "text_embeds": embeds.tolist(),
-        "logit_scale": float(model.logit_scale.exp()),
+        "logit_scale": float(model.logit_scale.detach().exp()),
         "source": {"path": str(clip_dir), "files": hash_tree(clip_dir)},
     }
