@@ -171,12 +171,6 @@ def run(args) -> int:
     flops = count_flops(manifest.graph_path("unet"), unet_shapes)
     peak_after = machine.sgemm_peak()
     peak = max(peak_before, peak_after, key=lambda p: p["gflops"])
-    achieved = {}
-    for name, b in backends.items():
-        p50 = b["stages"]["unet_step"].get("p50_ms")
-        if p50:
-            gflops = flops.total / 1e9 / (p50 / 1000)
-            achieved[name] = {"gflops": gflops, "percent_of_peak": 100 * gflops / peak["gflops"]}
     graphs = manifest.data["graphs"]
     result = {
         "name": args.out.name,
@@ -192,7 +186,8 @@ def run(args) -> int:
         "loadavg_at_end": os.getloadavg(),
         "sgemm_peak": peak, "sgemm_peak_runs": [peak_before["gflops"], peak_after["gflops"]],
         "unet": {"batch": batch, "shapes": {k: list(v) for k, v in unet_shapes.items()},
-                 "gflop_per_step": flops.total / 1e9, "flops": flops.to_dict(), "achieved": achieved},
+                 "gflop_per_step": flops.total / 1e9, "flops": flops.to_dict(),
+                 "achieved": report.achieved(backends, flops.total / 1e9, peak["gflops"])},
         "backends": backends,
         "vs_torch": {k: ratio_summary(v) for k, v in ratios.items()},
         "gpu": "not measured" if all(b == "cpu" for b in args.backend or ["cpu"]) else None,
