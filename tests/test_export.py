@@ -251,3 +251,24 @@ def test_clip_zero_shot_prompts_match_torch_clip(tiny_model, tmp_path, stimulus_
         _export(model, adapters["base"], tmp_path / "zs2", clip=tmp_path / "other-clip")
     with pytest.raises(EdgeCerError, match=r"only base adapter exports"):
         _export(model, adapters["plus"], tmp_path / "zs3", clip=clip_dir)
+
+
+def test_verified_files_are_not_hashed_again_until_they_change(tiny_export, tmp_path, monkeypatch):
+    from edge_cer import manifest as manifest_module
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_export("tiny-sd15", "base"), copy)
+    load_manifest(copy)  # hashes everything, remembers the stats
+    hashed = []
+    real = manifest_module.sha256_file
+    monkeypatch.setattr(manifest_module, "sha256_file", lambda p, *a: hashed.append(p.name) or real(p, *a))
+    load_manifest(copy)
+    assert hashed == ["manifest.json"] or hashed == []  # only ExportManifest.sha256 may read the manifest itself
+    # Same size, other bytes: the changed stat forces a fresh hash, which catches it.
+    path = copy / "vae_decoder" / "model.onnx"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(EdgeCerError, match=r"vae_decoder/model.onnx: SHA-256 differs"):
+        load_manifest(copy)
+    assert "model.onnx" in hashed
