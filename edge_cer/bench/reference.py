@@ -101,10 +101,10 @@ class DiffusersRunner:
         stages["loop_overhead_step"] = [b.start - a.end for a, b in zip(unet, unet[1:])]
         stages["total_cold"] = [t1 - t0]  # diffusers encodes the picture again on every call: no cache
         if trace is not None:
-            trace.add(f"{label} run", t0, t1, self.name)
+            trace.add(f"{label} run", t0, t1, self.name, level="run")
             steps = 0
             for span in self.spans:
                 name = f"unet step {steps}" if span.name == "unet_step" else span.name
                 steps += span.name == "unet_step"
-                trace.add(name, span.start, span.end, self.name)
+                trace.add(name, span.start, span.end, self.name, level="call")
         return stages

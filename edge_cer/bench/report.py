@@ -63,6 +63,10 @@ def markdown(result: dict) -> str:
               f"- measured fp32 sgemm peak: {result['sgemm_peak']['gflops']:.1f} GFLOP/s "
               f"(numpy {result['sgemm_peak']['blas'].get('internal_api', '?')} "
               f"{result['sgemm_peak']['blas'].get('architecture', '')}, n={result['sgemm_peak']['n']})"]
+    runs = result["sgemm_peak_runs"]
+    if min(runs) < 0.8 * max(runs) or any(e["fastest_step_percent_of_peak"] > 100 for e in u["achieved"].values()):
+        lines.append(f"- **warning**: the sgemm peak measured {runs[0]:.0f} before and {runs[1]:.0f} GFLOP/s after "
+                     "the runs: the machine's load changed (or held through both), so % of peak is unreliable here")
     for name, eff in u["achieved"].items():
         lines.append(f"- {name}: {eff['gflops']:.1f} GFLOP/s at the p50 step = {eff['percent_of_peak']:.0f} % "
                      f"of the measured peak; fastest step {eff['fastest_step_gflops']:.1f} GFLOP/s = "
@@ -91,13 +95,12 @@ def plot(result: dict, trace_spans: list, path: Path) -> None:
     hist.legend()
     tracks = list(dict.fromkeys(s.track for s in trace_spans))
     for row, track in enumerate(tracks):
-        spans = [s for s in trace_spans if s.track == track and not s.name.endswith(" run")]
-        last = max((s.start for s in trace_spans if s.track == track and s.name.endswith(" run")), default=0.0)
-        spans = [s for s in spans if s.start >= last and s.name not in ("precompute (cold caches)",
-                                                                       "speech end -> picture")]
-        for s in spans:
-            colour = "tab:orange" if s.name.startswith("unet") else "tab:blue"
-            timeline.broken_barh([((s.start - last), s.seconds)], (row - 0.4, 0.8), color=colour, edgecolor="k")
+        mine = [s for s in trace_spans if s.track == track]
+        last = max(s.start for s in mine if s.args.get("level") == "run")
+        for s in mine:
+            if s.args.get("level") == "call" and s.start >= last:
+                colour = "tab:orange" if s.name.startswith("unet") else "tab:blue"
+                timeline.broken_barh([(s.start - last, s.seconds)], (row - 0.4, 0.8), color=colour, edgecolor="k")
     timeline.set_yticks(range(len(tracks)), tracks)
     timeline.set(xlabel="seconds from the start of the last run (orange: UNet steps)", title="last run, per call")
     fig.tight_layout()

@@ -86,14 +86,14 @@ class EngineRunner:
             "total_cold": [t3 - t0],
         }
         if trace is not None:
-            trace.add(f"{label} run", t0, t3, self.name)
-            trace.add("precompute (cold caches)", t0, t2, self.name)
-            trace.add("speech end -> picture", t2, t3, self.name)
+            trace.add(f"{label} run", t0, t3, self.name, level="run")
+            trace.add("precompute (cold caches)", t0, t2, self.name, level="phase")
+            trace.add("speech end -> picture", t2, t3, self.name, level="phase")
             steps = 0
             for call in self.backend.calls:
                 name = f"unet step {steps}" if call.name == "unet" else call.name
                 steps += call.name == "unet"
-                trace.add(name, call.start, call.end, self.name)
+                trace.add(name, call.start, call.end, self.name, level="call")
         return stages
 
     def unload(self) -> None:
