@@ -26,12 +26,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tui": ("edge_cer.tui.command", "run a CER session with a live participant in the terminal (Textual)"),
     "analyze": ("edge_cer.analysis.analyze", "study statistics and HTML report from DATA_DIR/trials.csv"),
     "simulate": ("edge_cer.analysis.simulate", "write a synthetic study with known effects (trials.csv + truth.json)"),
-    "bench": ("edge_cer.bench.cli", "per-stage latency, percentiles, memory and % of matmul peak (--vs-torch)"),
+    "bench": ("edge_cer.bench.cli", "per-stage latency, percentiles, memory and %% of matmul peak (--vs-torch)"),
     "doctor": ("edge_cer.doctor", "what this machine offers (providers, GPU, TensorRT) and what each export needs"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """All commands are listed; only `command`'s module is imported to add its options (so `edge-cer run` does
+    not pay for pandas, nor `edge-cer --help` for anything)."""
     parser = argparse.ArgumentParser(prog="edge-cer", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
@@ -39,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
         )
         p.set_defaults(_module=module)
-        # Adding arguments needs the module; a missing optional extra must not break `edge-cer --help`.
+        if name != command:
+            continue
+        # Adding arguments needs the module; a missing optional extra must not break the parser.
         try:
             importlib.import_module(module).add_arguments(p)
         except ImportError as exc:
@@ -48,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(next((a for a in argv if a in COMMANDS), None)).parse_args(argv)
     try:
         if getattr(args, "_import_error", None) is not None:
             raise EdgeCerError(
