@@ -82,6 +82,7 @@ def test_generate_refuses_bad_input(tiny_export, stimulus_png, tmp_path, capsys)
     from edge_cer.cli import main
 
     engines = str(tiny_export("tiny-sd15", "base"))
+    capsys.readouterr()  # the fixture's export progress, when this test builds it
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     corrupt = tmp_path / "corrupt.jpg"
