@@ -10,6 +10,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edge_cer.errors import EdgeCerError
 
+# OpenAI CLIP's pixel normalisation (CLIPImageProcessor's defaults), used by every SD-family IP-Adapter encoder.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 def load_image(path: str | Path) -> Image.Image:
     """`diffusers.utils.load_image`: EXIF orientation applied, then `convert("RGB")` (an RGBA picture keeps the

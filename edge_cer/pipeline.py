@@ -110,7 +110,7 @@ class SDPipeline:
         key = hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()
         if key in self._embeds_cache:
             return self._embeds_cache[key]
-        pixels = clip_pixels(image, self.preprocess["size"], self.preprocess["mean"], self.preprocess["std"])
+        pixels = self._clip_pixels(image)
         if self.dims.adapter == "base":
             embeds = self.backend.infer("image_encoder", {"pixel_values": pixels})["image_embeds"]
             negative = np.zeros_like(embeds)
@@ -128,8 +128,11 @@ class SDPipeline:
         if self.dims.adapter != "base":
             raise EdgeCerError(f"{self.manifest.root}: a plus-adapter export computes no projected image embeddings; "
                                f"CLIP zero-shot affect needs a base-adapter export")
-        pixels = clip_pixels(image, self.preprocess["size"], self.preprocess["mean"], self.preprocess["std"])
-        return self.backend.infer("image_encoder", {"pixel_values": pixels})["image_embeds"]
+        return self.backend.infer("image_encoder", {"pixel_values": self._clip_pixels(image)})["image_embeds"]
+
+    def _clip_pixels(self, image: Image.Image) -> np.ndarray:
+        """CLIP preprocessing with the export's recorded size and normalisation."""
+        return clip_pixels(image, self.preprocess["size"], self.preprocess["mean"], self.preprocess["std"])
 
     def encode_init_latents(self, image: Image.Image, height: int, width: int) -> np.ndarray:
         """VAE posterior mean of the stimulus times the scaling factor, cached per picture and size."""

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+from edge_cer.image import CLIP_MEAN, CLIP_STD
+
 
 # Scheduler configs as the public checkpoints ship them.
 _SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
@@ -163,7 +163,7 @@ def build_pipeline_folder(preset: str, out: Path, seed: int = 0) -> Path:
     size = p.vision["image_size"]
     feature_extractor = CLIPImageProcessor(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-        image_mean=CLIP_MEAN, image_std=CLIP_STD, do_convert_rgb=True,
+        image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD), do_convert_rgb=True,
     )
     scheduler = _scheduler_from_dict(p.scheduler)
     pipe = StableDiffusionPipeline(

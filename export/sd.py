@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edge_cer.errors import EdgeCerError
 from edge_cer.graphs import VAE_DOWNSAMPLE, sd_graphs
+from edge_cer.image import CLIP_MEAN, CLIP_STD
 from edge_cer.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, SCHEDULER_CONFIG, TOKENIZER_DIR, hash_tree,
                                is_export_dir, write_json_atomic)
 from export import onnx_export
@@ -29,8 +30,6 @@ from export.models import graph_modules, model_dims
 
 OPTIMIZER_TYPES = {"text_encoder": "clip", "image_encoder": "clip", "unet": "unet", "vae_encoder": "vae",
                    "vae_decoder": "vae"}
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass

@@ -9,10 +9,7 @@ import pytest
 from PIL import Image
 
 from edge_cer.errors import EdgeCerError
-from edge_cer.image import clip_pixels, init_image, load_image
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from edge_cer.image import CLIP_MEAN, CLIP_STD, clip_pixels, init_image, load_image
 
 
 def _pictures(tmp_path):
