@@ -39,7 +39,6 @@ CONDITIONS = {
     "gb130": ("en-gb", 130, 0.5, 1.0, None, False),
     "us180": ("en-us", 180, 0.5, 1.0, None, False),
     "us_f3_160": ("en-us+f3", 160, 0.5, 1.0, None, False),
-    "gb_rp_m7_140": ("en-gb-x-rp+m7", 140, 0.5, 1.0, None, False),
     "us150_at0": ("en-us", 150, 0.0, 1.0, None, False),  # speech from sample 0: are first words clipped?
     "us150_snr15": ("en-us", 150, 0.5, 1.0, 15.0, False),
     "gb130_snr15": ("en-gb", 130, 0.5, 1.0, 15.0, False),
