@@ -186,10 +186,8 @@ def build_transducer(out: Path, seed: int = 0) -> dict:
     """A 3-file LSTM transducer (model_type `lstm`) plus tokens.txt; returns the manifest entry."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    d_model, rnn_hidden, layers, joiner_dim, context = 32, 48, 2, 24, 2
-    tokens = ["<blk>"] + LETTERS
-    enc, dec, join = (LstmTransducerEncoder(d_model, rnn_hidden, layers, joiner_dim),
-                      TransducerDecoder(len(tokens), context, joiner_dim), TransducerJoiner(joiner_dim, len(tokens)))
+    d_model, rnn_hidden, layers, joiner_dim = 32, 48, 2, 24
+    enc = LstmTransducerEncoder(d_model, rnn_hidden, layers, joiner_dim)
     T = CHUNK_FRAMES + 7  # icefall pads each chunk by 7 frames of right context
     encoder_meta = {"model_type": "lstm", "num_encoder_layers": layers, "T": T, "decode_chunk_len": CHUNK_FRAMES,
                     "rnn_hidden_size": rnn_hidden, "d_model": d_model}
@@ -200,14 +198,7 @@ def build_transducer(out: Path, seed: int = 0) -> dict:
                 ["encoder_out", "next_h", "next_c"], encoder_meta,
                 {"x": {0: "N"}, "h": {1: "N"}, "c": {1: "N"}, "encoder_out": {0: "N"}, "next_h": {1: "N"},
                  "next_c": {1: "N"}})
-        _export(dec, (torch.zeros(1, context, dtype=torch.int64),), out / "decoder.onnx", ["y"], ["decoder_out"],
-                {"vocab_size": len(tokens), "context_size": context}, {"y": {0: "N"}, "decoder_out": {0: "N"}})
-        _export(join, (torch.zeros(1, joiner_dim), torch.zeros(1, joiner_dim)), out / "joiner.onnx",
-                ["encoder_out", "decoder_out"], ["logit"], {"joiner_dim": joiner_dim},
-                {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}})
-    (out / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(tokens)), encoding="utf-8")
-    return {"family": "transducer", "files": {r: f"{out.name}/{r}.onnx" for r in ("encoder", "decoder", "joiner")}
-            | {"tokens": f"{out.name}/tokens.txt"}, "options": {}}
+    return _transducer_head(out, joiner_dim)
 
 
 def build_nemo_ctc(out: Path, seed: int = 0) -> dict:
@@ -228,14 +219,19 @@ def build_nemo_ctc(out: Path, seed: int = 0) -> dict:
                 ["audio_signal", "length", "cache_last_channel", "cache_last_time", "cache_last_channel_len"],
                 ["logprobs", "encoded_lengths", "cache_last_channel_next", "cache_last_time_next",
                  "cache_last_channel_next_len"], meta)
-    (out / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(LETTERS + ["<blk>"])),
-                                    encoding="utf-8")
+    _write_tokens(out, LETTERS + ["<blk>"])
     return {"family": "nemo_ctc", "files": {"model": f"{out.name}/model.onnx", "tokens": f"{out.name}/tokens.txt"},
             "options": {}}
 
 
-def _transducer_head(out: Path, tokens: list[str], context: int, joiner_dim: int) -> None:
-    """decoder.onnx, joiner.onnx and tokens.txt of a stateless transducer (shared by every encoder type)."""
+def _write_tokens(out: Path, tokens: list[str]) -> None:
+    (out / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(tokens)), encoding="utf-8")
+
+
+def _transducer_head(out: Path, joiner_dim: int, context: int = 2) -> dict:
+    """decoder.onnx, joiner.onnx and tokens.txt of a stateless transducer (the same for every encoder type) next
+    to out/encoder.onnx; returns the manifest entry."""
+    tokens = ["<blk>"] + LETTERS
     dec, join = TransducerDecoder(len(tokens), context, joiner_dim), TransducerJoiner(joiner_dim, len(tokens))
     with torch.no_grad():
         _export(dec, (torch.zeros(1, context, dtype=torch.int64),), out / "decoder.onnx", ["y"], ["decoder_out"],
@@ -243,20 +239,20 @@ def _transducer_head(out: Path, tokens: list[str], context: int, joiner_dim: int
         _export(join, (torch.zeros(1, joiner_dim), torch.zeros(1, joiner_dim)), out / "joiner.onnx",
                 ["encoder_out", "decoder_out"], ["logit"], {"joiner_dim": joiner_dim},
                 {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}})
-    (out / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(tokens)), encoding="utf-8")
+    _write_tokens(out, tokens)
+    return {"family": "transducer", "files": {r: f"{out.name}/{r}.onnx" for r in ("encoder", "decoder", "joiner")}
+            | {"tokens": f"{out.name}/tokens.txt"}, "options": {}}
 
 
 def build_zipformer2_transducer(out: Path, seed: int = 0) -> dict:
     """A zipformer2 transducer (encoder model_type `zipformer2`, its 6-per-layer caches) plus tokens.txt."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tokens, joiner_dim = ["<blk>"] + LETTERS, 24
-    meta = {"model_type": "zipformer2"}
+    joiner_dim = 24
     assert set(ZIPFORMER2) | {"T", "decode_chunk_len"} == set(TRANSDUCER_ENCODER_KEYS["zipformer2"])
-    _export_zipformer2(Zipformer2Encoder(joiner_dim, ctc=False), out / "encoder.onnx", "encoder_out", meta)
-    _transducer_head(out, tokens, 2, joiner_dim)
-    return {"family": "transducer", "files": {r: f"{out.name}/{r}.onnx" for r in ("encoder", "decoder", "joiner")}
-            | {"tokens": f"{out.name}/tokens.txt"}, "options": {}}
+    _export_zipformer2(Zipformer2Encoder(joiner_dim, ctc=False), out / "encoder.onnx", "encoder_out",
+                       {"model_type": "zipformer2"})
+    return _transducer_head(out, joiner_dim)
 
 
 def build_zipformer2_ctc(out: Path, seed: int = 0) -> dict:
@@ -266,7 +262,7 @@ def build_zipformer2_ctc(out: Path, seed: int = 0) -> dict:
     tokens = ["<blk>"] + LETTERS
     assert set(ZIPFORMER2) | {"T", "decode_chunk_len"} == set(ZIPFORMER2_CTC_KEYS)
     _export_zipformer2(Zipformer2Encoder(len(tokens), ctc=True), out / "model.onnx", "log_probs", {})
-    (out / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(tokens)), encoding="utf-8")
+    _write_tokens(out, tokens)
     return {"family": "zipformer2_ctc", "files": {"model": f"{out.name}/model.onnx", "tokens": f"{out.name}/tokens.txt"},
             "options": {}}
 
