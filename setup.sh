@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up edge-cer on a fresh Debian/Ubuntu machine: system packages, .venv, the project.
 #
-#   ./setup.sh            everything: runtime + export stage (torch, CPU wheel) + test tools
-#   ./setup.sh runtime    a clinic's runtime only: no torch, no test tools
+#   ./setup.sh            everything: runtime + analysis + export stage (torch, CPU wheel) + test tools
+#   ./setup.sh runtime    a clinic's runtime only: no torch, no statistics/plotting stack, no test tools
 #
 # Idempotent: re-running installs only what is missing.
 set -euo pipefail
@@ -32,7 +32,7 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 if [ "$profile" = full ]; then
   # torch first, pinned to the CPU wheel: a bare `torch` requirement would pull a multi-GB CUDA build.
   "${pip[@]}" torch==2.13.0
-  "${pip[@]}" -e ".[export,dev]"
+  "${pip[@]}" -e ".[analysis,export,dev]"
   # Only the CLIP BPE vocabulary is used from open_clip (the test-model tokenizer); its torch/torchvision
   # requirements would break the pinned torch, so no dependencies.
   "${pip[@]}" --no-deps open_clip_torch==3.3.0
