@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("edge_cer.analysis.analyze", "study statistics and HTML report from DATA_DIR/trials.csv"),
     "simulate": ("edge_cer.analysis.simulate", "write a synthetic study with known effects (trials.csv + truth.json)"),
     "bench": ("edge_cer.bench.cli", "per-stage latency, percentiles, memory and % of matmul peak (--vs-torch)"),
+    "bundle": ("edge_cer.bundle", "one folder that installs edge-cer with no network: wheels, engines, ASR, hashes, "
+                                  "install.sh with a self-check"),
     "doctor": ("edge_cer.doctor", "what this machine offers (providers, GPU, TensorRT) and what each export needs"),
 }
 
