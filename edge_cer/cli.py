@@ -61,15 +61,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         # Adding arguments needs the module; a missing optional extra must not break the parser.
         try:
             importlib.import_module(module).add_arguments(p)
-        except ImportError as exc:  # reported by main() as one line; accept the command's arguments meanwhile
+        except ImportError as exc:  # reported by main() as one line, whatever the command's arguments
             p.set_defaults(_import_error=exc)
-            p.add_argument("_rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(next((a for a in argv if a in COMMANDS), None)).parse_args(argv)
+    parser = build_parser(next((a for a in argv if a in COMMANDS), None))
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and getattr(args, "_import_error", None) is None:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if getattr(args, "_import_error", None) is not None:
             raise args._import_error
