@@ -4,4 +4,5 @@ import sys
 
 from edge_cer.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not on a plain import (tools that walk the package import every module)
+    sys.exit(main())
