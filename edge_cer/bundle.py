@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def build_bundle(engines, asr, out, *, stimuli=None, platform=None, python=None,
     if python is not None and not re.fullmatch(r"3\.\d+", python):
         raise EdgeCerError(f"--python {python}: give major.minor, e.g. 3.11")
     project = Path(project) if project else source_checkout()
-    known = project_extras(project)
+    config = project_config(project)
+    known = config["extras"]
     unknown = sorted(set(extras) - set(known))
     if unknown:
         raise EdgeCerError(f"--extras: unknown {', '.join(unknown)}; edge-cer's extras are {', '.join(known)}")
@@ -92,7 +94,8 @@ def build_bundle(engines, asr, out, *, stimuli=None, platform=None, python=None,
     wheels = out / "wheels"
     wheels.mkdir(parents=True)
     target = [*(["--platform", platform] if platform else []), *(["--python-version", python] if python else [])]
-    pip_wheel(["--no-deps", str(project)], wheels)
+    with tempfile.TemporaryDirectory() as clean:
+        pip_wheel(["--no-deps", str(clean_source(project, config, Path(clean)))], wheels)
     own = next(wheels.glob("edge_cer-*.whl"))
     requirement = f"{own}[{','.join(extras)}]" if extras else str(own)
     download([requirement], wheels, target, wheel_cache)
@@ -134,12 +137,25 @@ def source_checkout() -> Path:
     return root
 
 
-def project_extras(project: Path) -> list[str]:
-    path = project / "pyproject.toml"
+def project_config(project: Path) -> dict:
+    """What the bundle reads from an edge-cer checkout's pyproject.toml: extras, readme, package folders."""
     try:
-        return sorted(tomllib.loads(path.read_text())["project"]["optional-dependencies"])
+        config = tomllib.loads((project / "pyproject.toml").read_text())
+        return {"extras": sorted(config["project"]["optional-dependencies"]), "readme": config["project"]["readme"],
+                "packages": [p.rstrip("*") for p in config["tool"]["setuptools"]["packages"]["find"]["include"]]}
     except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
-        raise EdgeCerError(f"--project {project}: no readable pyproject.toml with extras ({exc})") from exc
+        raise EdgeCerError(f"--project {project}: no readable edge-cer pyproject.toml ({exc})") from exc
+
+
+def clean_source(project: Path, config: dict, into: Path) -> Path:
+    """Only what the wheel is built from: a setuptools build in the checkout itself would reuse its build/ folder,
+    where files deleted from the source live on."""
+    for name in ("pyproject.toml", config["readme"], "LICENSE"):
+        shutil.copy2(project / name, into / name)
+    for package in config["packages"]:
+        if (project / package).is_dir():
+            shutil.copytree(project / package, into / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return into
 
 
 def download(requirements: list[str], wheels: Path, target: list[str], cache: Path | None) -> None:
