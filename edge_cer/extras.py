@@ -17,7 +17,8 @@ HOW_TO_INSTALL = {
     "export": "./setup.sh in a checkout, or pip install torch==2.13.0 (the CPU wheel) first, then "
               "pip install 'edge-cer[export]' (docs/export.md)",
 }
-_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*).*?\bextra\s*==\s*['\"]([A-Za-z0-9._-]+)['\"]")
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_EXTRA = re.compile(r"\bextra\s*==\s*['\"]([A-Za-z0-9._-]+)['\"]")
 
 
 def extra_providing(module: str, requirements: list[str] | None = None) -> str | None:
@@ -32,11 +33,13 @@ def extra_providing(module: str, requirements: list[str] | None = None) -> str |
             return None
     top = module.split(".")[0].lower()
     for line in requirements:
-        match = _REQUIREMENT.match(line)
-        if match:
-            dist = re.sub(r"[-.]+", "_", match[1].lower())
-            if dist == top or dist.startswith(top + "_"):
-                return match[2]
+        match = _NAME.match(line)
+        dist = re.sub(r"[-.]+", "_", match[1].lower()) if match else ""
+        if dist == top or dist.startswith(top + "_"):
+            extra = _EXTRA.search(line)
+            if extra is None:  # a runtime requirement (an extra may repeat it with a tighter pin)
+                return None
+            return extra[1]
     return None
 
 

@@ -52,7 +52,8 @@ def test_runtime_requirements_resolve_without_the_analysis_stack_or_torch():
 
 @pytest.mark.parametrize("module, extra", [("pandas", "analysis"), ("pingouin.bayesian", "analysis"),
                                            ("torch", "export"), ("diffusers", "export"), ("cuda", "gpu"),
-                                           ("tensorrt", "gpu"), ("pytest", "dev"), ("numpy", None), ("nope", None)])
+                                           ("tensorrt", "gpu"), ("pytest", "dev"), ("numpy", None), ("onnxruntime", None),
+                                           ("nope", None)])
 def test_each_missing_module_maps_to_its_extra(module, extra):
     assert extra_providing(module, metadata_lines()) == extra
 
