@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--asr", type=Path, required=True, metavar="DIR", help="ASR folder (edge-cer export asr)")
     parser.add_argument("--stimuli", type=Path, metavar="DIR", help="stimulus folder with norms.csv")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="the bundle folder (must not exist)")
-    parser.add_argument("--platform", help="pip platform tag of the target, e.g. manylinux_2_28_x86_64 "
-                        "(default: this machine's)")
+    parser.add_argument("--platform", help="pip platform tag of the target, e.g. manylinux_2_28_x86_64 (older "
+                        "glibc tags are added; default: this machine's)")
     parser.add_argument("--python", metavar="X.Y", help="the target's Python (default: this one's)")
     parser.add_argument("--extras", default="", help="comma-separated extras to add to the runtime, e.g. gpu or rtx")
     parser.add_argument("--wheel-cache", type=Path, metavar="DIR",
@@ -93,7 +93,8 @@ def build_bundle(engines, asr, out, *, stimuli=None, platform=None, python=None,
     # 2. The wheelhouse for the target.
     wheels = out / "wheels"
     wheels.mkdir(parents=True)
-    target = [*(["--platform", platform] if platform else []), *(["--python-version", python] if python else [])]
+    target = [*(a for tag in platform_tags(platform) for a in ("--platform", tag)),
+              *(["--python-version", python] if python else [])]
     with tempfile.TemporaryDirectory() as clean:
         pip_wheel(["--no-deps", str(clean_source(project, config, Path(clean)))], wheels)
     own = next(wheels.glob("edge_cer-*.whl"))
@@ -126,6 +127,18 @@ def build_bundle(engines, asr, out, *, stimuli=None, platform=None, python=None,
     hashes = hash_tree(out, skip=(SUMS_FILE,))
     (out / SUMS_FILE).write_text("".join(f"{digest}  {rel}\n" for rel, digest in hashes.items()))
     return out
+
+
+def platform_tags(platform: str | None) -> list[str]:
+    """`manylinux_2_X_ARCH` and every older glibc's tags (pip accepts those on the target itself, but
+    `pip download --platform` takes only the tags it is given); any other tag as given."""
+    match = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", platform or "")
+    if match is None:
+        return [platform] if platform else []
+    glibc, arch = int(match[1]), match[2]
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    return ([f"manylinux_2_{v}_{arch}" for v in range(glibc, 4, -1)]
+            + [f"{name}_{arch}" for v, name in legacy.items() if v <= glibc])
 
 
 def source_checkout() -> Path:
@@ -175,8 +188,8 @@ def download(requirements: list[str], wheels: Path, target: list[str], cache: Pa
         pip_wheel(["--no-deps", missing[1]], wheels)
         built = [w for w in wheels.glob("*.whl") if not w.name.endswith("-none-any.whl")]
         if any(_project_name(w) == _normalise(missing[1]) for w in built):
-            raise EdgeCerError(f"{missing[1]} has no wheel for the target and builds only a platform wheel here; "
-                               "bundle on a machine of the target's platform")
+            raise EdgeCerError(f"{missing[1]} has no wheel for the target's platform and Python, and is not pure "
+                               "Python; drop the extra that needs it or bundle for another target")
     else:
         raise EdgeCerError(f"pip download: more than {MAX_SDIST_BUILDS} requirements without wheels")
     if cache is not None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from edge_cer.bundle import build_bundle, platform_tags
+from edge_cer.errors import EdgeCerError
 from tests.conftest import TINY_HEIGHT, TINY_WIDTH
 from tests.test_extras import NOT_IN_RUNTIME, normalise
 from tests.test_speech_streaming import streaming_dirs  # noqa: F401 - a fixture
@@ -88,3 +90,22 @@ def _ort_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
+
+
+def test_a_manylinux_target_takes_every_older_glibc():
+    tags = platform_tags("manylinux_2_28_aarch64")
+    assert tags[0] == "manylinux_2_28_aarch64" and "manylinux_2_17_aarch64" in tags and "manylinux2014_aarch64" in tags
+    assert "manylinux_2_29_aarch64" not in tags and "manylinux2014_x86_64" not in tags
+    assert platform_tags("win_amd64") == ["win_amd64"] and platform_tags(None) == []
+
+
+def test_bad_inputs_are_refused_before_anything_is_written(tiny_export, streaming_dirs, tmp_path):  # noqa: F811
+    engines, asr, out = tiny_export(), streaming_dirs["transducer"], tmp_path / "bundle"
+    for kwargs, message in (({"extras": ["analysis", "bogus"]}, "--extras: unknown bogus"),
+                            ({"python": "3"}, "--python 3: give major.minor"),
+                            ({"stimuli": tmp_path}, "no norms.csv")):
+        with pytest.raises(EdgeCerError, match=message):
+            build_bundle(engines, asr, out, **kwargs)
+    with pytest.raises(EdgeCerError, match="no ASR manifest"):
+        build_bundle(engines, tmp_path, out)
+    assert not out.exists()
