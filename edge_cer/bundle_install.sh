@@ -14,8 +14,12 @@ fail() { echo "edge-cer install: FAILED: $*" >&2; exit 1; }
 
 # 1. Hashes.
 command -v sha256sum >/dev/null || fail "sha256sum not found (coreutils)"
-bad=$(cd "$here" && sha256sum --check --quiet SHA256SUMS 2>/dev/null | sed -n 's/: FAILED.*$//p' | tr '\n' ' ')
-[ -z "$bad" ] || fail "${bad% } does not match SHA256SUMS (damaged or altered); copy the bundle again"
+[ -f "$here/SHA256SUMS" ] || fail "$here/SHA256SUMS is missing; copy the whole bundle again"
+if ! report=$(cd "$here" && sha256sum --check --quiet SHA256SUMS 2>&1); then
+  bad=$(printf '%s\n' "$report" | sed -n 's/: FAILED.*$//p' | tr '\n' ' ')
+  [ -n "$bad" ] || fail "$report"
+  fail "${bad% } does not match SHA256SUMS (damaged, altered or missing); copy the bundle again"
+fi
 
 # 2. The Python the wheels are for, and the install.
 got=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \

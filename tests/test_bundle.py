@@ -63,8 +63,13 @@ def test_bundle_installs_with_no_network_and_checks_itself(no_network, tiny_expo
     refused = offline(bundle / "install.sh", venv, PYTHON=sys.executable)
     assert refused.returncode == 1 and not venv.exists()
     assert refused.stderr.strip() == (f"edge-cer install: FAILED: engines/{engines.name}/unet/model.onnx does not "
-                                      "match SHA256SUMS (damaged or altered); copy the bundle again")
+                                      "match SHA256SUMS (damaged, altered or missing); copy the bundle again")
     unet.write_bytes(original)
+    wheel = next((bundle / "wheels").glob("afinn-*.whl"))
+    wheel.rename(tmp_path / wheel.name)
+    refused = offline(bundle / "install.sh", venv, PYTHON=sys.executable)
+    assert refused.returncode == 1 and f"FAILED: wheels/{wheel.name} does not match" in refused.stderr
+    (tmp_path / wheel.name).rename(wheel)
 
     # 2. The real install, offline, ends in one verdict line.
     installed = offline(bundle / "install.sh", venv, PYTHON=sys.executable)
