@@ -10,6 +10,9 @@ been spoken (edge_cer.speech.audio.paced). Latency = wall time of the utterance'
 its last speech sample was spoken (read off the waveform: the last sample above 0.01, independent of the
 recogniser). Partial interval = wall time between successive partials. Warm-up: one sentence, not counted.
 `same_as_file`: sentences whose live final text equals `transcribe_file`'s on the same audio (determinism).
+Load-independent figures beside the wall times: `audio_delay_s`, the end of speech -> the end of the chunk that
+carried the endpoint (Final.t_final rounded up to a chunk; the latency on an idle CPU if the final's decode,
+started at the pause, is done by then), and `cpu_s`, the process CPU time per sentence (all decodes).
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ def replay(recognizer, audio: np.ndarray, chunk_seconds: float) -> tuple[float, 
     return start, events
 
 
+def _percentiles(values: list[float]) -> dict:
+    return {"p50": round(float(np.median(values)), 3), "p95": round(float(np.percentile(values, 95)), 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--asr", type=Path, required=True)
@@ -64,7 +71,9 @@ def main() -> None:
         audio = read_audio(path)
         audio = np.concatenate([audio, np.zeros(int(EXTRA_TRAIL * 16000), np.float32)])
         speech_end = (np.flatnonzero(np.abs(audio) > 0.01)[-1] + 1) / 16000
+        cpu = time.process_time()
         start, events = replay(recognizer, audio, args.chunk_seconds)
+        cpu = time.process_time() - cpu
         if i == 0:
             continue  # warm-up
         finals = [e for e in events if isinstance(e, Final)]
@@ -73,7 +82,10 @@ def main() -> None:
         intervals += list(np.diff(partial_walls))
         hypothesis = " ".join(f.text for f in finals)
         loads.append(os.getloadavg()[0])
-        rows.append({"index": i, "latency_s": latency, "finals": len(finals), "text": hypothesis,
+        chunk = args.chunk_seconds
+        delay = np.ceil(finals[-1].t_final / chunk - 1e-9) * chunk - speech_end if finals else None
+        rows.append({"index": i, "latency_s": latency, "audio_delay_s": delay, "cpu_s": cpu, "finals": len(finals),
+                     "text": hypothesis,
                      "wer": word_error_rate(text, hypothesis),
                      "same_as_file": hypothesis == transcribe_file(recognizer, path).text})
         if latency is not None:
@@ -83,11 +95,11 @@ def main() -> None:
         "asr": str(args.asr), "mode": recognizer.mode, "sentences": len(rows), "chunk_seconds": args.chunk_seconds,
         "vad_min_silence": args.vad_min_silence, "num_threads": args.threads, "cpus": os.cpu_count(),
         "load_1min": {"min": round(min(loads), 2), "max": round(max(loads), 2)},
-        "final_latency_s": {"p50": round(float(np.median(latencies)), 3),
-                            "p95": round(float(np.percentile(latencies, 95)), 3),
-                            "max": round(max(latencies), 3), "within_0.5": int(sum(x <= 0.5 for x in latencies))},
-        "partial_interval_s": {"p50": round(float(np.median(intervals)), 3),
-                               "p95": round(float(np.percentile(intervals, 95)), 3)} if intervals else None,
+        "final_latency_s": {**_percentiles(latencies), "max": round(max(latencies), 3),
+                            "within_0.5": int(sum(x <= 0.5 for x in latencies))},
+        "audio_delay_s": _percentiles([r["audio_delay_s"] for r in rows if r["audio_delay_s"] is not None]),
+        "cpu_s_per_sentence": _percentiles([r["cpu_s"] for r in rows]),
+        "partial_interval_s": _percentiles(intervals) if intervals else None,
         "wer_mean": round(float(np.mean([r["wer"] for r in rows])), 4),
         "same_as_file": sum(r["same_as_file"] for r in rows), "rows": rows}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
