@@ -5,8 +5,8 @@
 
 Each of --sentences held-out sentences (perf/asr_sentences.txt, condition us150 of perf/asr_eval.py: espeak-ng
 en-us at 150 wpm, 0.5 s of silence before, 1.0 s after, plus 0.5 s more here) is replayed through
-`RecognizerWorker` as a microphone delivers it: --chunk-seconds chunks, each pushed once its *last* sample has
-been spoken (edge_cer.speech.audio.paced). Latency = wall time of the utterance's last Final minus the wall time
+`RecognizerWorker` as a microphone delivers it: --chunk-seconds chunks (default: the sources' 32 ms), each
+pushed once its *last* sample has been spoken (edge_cer.speech.audio.paced). Latency = wall time of the utterance's last Final minus the wall time
 its last speech sample was spoken (read off the waveform: the last sample above 0.01, independent of the
 recogniser). Partial interval = wall time between successive partials. Warm-up: one sentence, not counted.
 `same_as_file`: sentences whose live final text equals `transcribe_file`'s on the same audio (determinism).
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_cer.speech.audio import array_source, paced, read_audio
+from edge_cer.speech.audio import CHUNK_SECONDS, array_source, paced, read_audio
 from edge_cer.speech.recognizer import Final, Partial, RecognizerConfig, RecognizerWorker, create_recognizer
 from edge_cer.speech.transcribe import transcribe_file
 from edge_cer.speech.wer import word_error_rate
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=20)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/edge_cer_asr_eval"))
-    parser.add_argument("--chunk-seconds", type=float, default=0.1, help="microphone block (default 100 ms)")
+    parser.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS, help="microphone block")
     parser.add_argument("--vad-min-silence", type=float, default=RecognizerConfig.vad_min_silence)
     parser.add_argument("--threads", type=int, default=RecognizerConfig.num_threads)
     args = parser.parse_args()

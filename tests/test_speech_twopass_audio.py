@@ -108,7 +108,8 @@ def test_realtime_replay_delivers_each_chunk_after_its_last_sample(tmp_path):
 
     path = tmp_path / "half.flac"
     sf.write(path, np.zeros(SR // 2), SR)
-    for source in (lambda: file_source(path, realtime=True), lambda: array_source(np.zeros(SR // 2), SR, realtime=True)):
+    for source in (lambda: file_source(path, realtime=True, chunk_seconds=0.1),
+                   lambda: array_source(np.zeros(SR // 2), SR, realtime=True, chunk_seconds=0.1)):
         start, spoken, early = time.monotonic(), 0, []
         for chunk in source():
             spoken += len(chunk)
@@ -168,13 +169,7 @@ def test_default_model_transcribes_espeak_speech(tmp_path):
     from edge_cer.speech.transcribe import transcribe_file
 
     asr = tmp_path / "asr"
-    import argparse
-
-    from export.asr import cli as export_asr
-
-    parser = argparse.ArgumentParser()
-    export_asr.add_arguments(parser)
-    assert export_asr.run(parser.parse_args(["--default", "--out", str(asr)])) == 0  # includes the source check
+    assert export_asr("--default", "--out", str(asr)) == 0  # includes the source check
     assert load_asr_folder(asr).mode == "vad"
     sentences = ["I can see that the person in the picture is getting help.",
                  "The storm has passed and the family is safe now.",

@@ -21,7 +21,10 @@ import numpy as np
 from edge_cer.errors import EdgeCerError
 from edge_cer.speech.manifest import SAMPLE_RATE
 
-CHUNK_SECONDS = 0.1  # 100 ms: sherpa's microphone examples read this much per call
+# 32 ms (one Silero window): the end of speech reaches the recogniser at most one block late. With sherpa's
+# examples' 100 ms blocks the audio-clock delay to the final was 0.48 s p50 / 0.53 s p95, with 32 ms 0.43 / 0.46
+# (perf/asr.md): only the smaller block leaves room for the 0.5 s target.
+CHUNK_SECONDS = 0.032
 BLOCK_SECONDS = 10.0  # file read/resample block: bounded memory, negligible filter edge effects
 
 
