@@ -210,3 +210,22 @@ def test_same_audio_gives_the_same_finals_from_a_file_live_and_with_partials(vad
     }
     assert len(runs["file"]) == 2 and timed_partials >= 5  # two utterances; live, partials were decoded
     assert all(texts == runs["file"] for texts in runs.values()), runs
+
+
+def test_speech_from_the_first_sample_is_decoded_whole_after_silence(vad_dir, tmp_path):
+    """Speech at sample 0 (a recording started mid-word) reaches Whisper whole, after the pre-roll's worth of
+    silence: Whisper drops a first word it hears at its own sample 0 (perf/asr.md, condition us150_at0)."""
+    from edge_cer.speech.recognizer import VAD_PRE_ROLL
+
+    speech = espeak(tmp_path, "The storm has passed")
+    recognizer = create_recognizer(vad_dir)
+    given, transcribe = [], recognizer.offline.transcribe
+    recognizer.offline.transcribe = lambda samples, draft=(): given.append(samples) or transcribe(samples, draft)
+    stream = recognizer.create_stream()
+    stream.accept_waveform(SR, np.concatenate([speech, np.zeros(SR, np.float32)]))
+    finals = [e for e in recognizer.decode(stream, partials=False) + recognizer.finish(stream) if isinstance(e, Final)]
+    assert len(finals) == 1 and len(given) == 1
+    audio = given[0]
+    lead = len(audio) - len(np.trim_zeros(audio, "f"))
+    assert 0.3 * SR <= lead <= VAD_PRE_ROLL  # silence first (the VAD's start is a little into the speech)
+    assert np.array_equal(audio[lead:lead + len(speech) - SR // 10], speech[:len(speech) - SR // 10])  # then all of it

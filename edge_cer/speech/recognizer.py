@@ -344,6 +344,8 @@ class VadRecognizer:
         int8 decoder verifying a draft in one batch can pick other near-ties: not the same text every time)."""
         held, at = stream.utterance_samples(), start - stream.utterance_start
         audio = held[max(0, at - VAD_PRE_ROLL):stop - stream.utterance_start]
+        if start < VAD_PRE_ROLL:  # speech from the stream's first samples: Whisper drops a first word it hears at 0
+            audio = np.concatenate([np.zeros(VAD_PRE_ROLL - start, np.float32), audio])
         result = self.offline.transcribe(audio, draft=stream.draft if drafted else ())
         stream.draft = result.tokens
         return result
