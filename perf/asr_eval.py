@@ -145,19 +145,26 @@ def first_word_lost(reference: str, hypothesis: str) -> bool:
 
 
 def table(paths: list[Path]) -> str:
-    results = [json.loads(p.read_text()) for p in paths]
-    names = [k[4:] for k in next(iter(results[0]["conditions"].values())) if k.startswith("wer_")]
+    """One row per condition, one column per decoder, over result files (a later file's decoders are added)."""
+    conditions: dict[str, dict] = {}
+    rows: dict[tuple[str, int], dict] = {}
+    for path in paths:
+        result = json.loads(path.read_text())
+        for condition, c in result["conditions"].items():
+            conditions.setdefault(condition, {}).update(c)
+        for r in result["rows"]:
+            rows.setdefault((r["condition"], r["index"]), {}).update(r)
+    names = [k[4:] for k in next(iter(conditions.values())) if k.startswith("wer_")]
     texts = SENTENCES.read_text(encoding="utf-8").splitlines()
     lines = ["| condition | words | " + " | ".join(f"WER {n}" for n in names) + " | first word lost ("
              + ", ".join(names) + ") | CPU s (" + ", ".join(names) + ") |",
              "|" + "---|" * (len(names) + 4)]
-    for result in results:
-        for condition, c in result["conditions"].items():
-            rows = [r for r in result["rows"] if r["condition"] == condition]
-            lost = [sum(first_word_lost(texts[r["index"]], r[n]) for r in rows) for n in names]
-            lines.append(f"| {condition} | {c['words']} | " + " | ".join(f"{c['wer_' + n]:.3f}" for n in names)
-                         + f" | {' / '.join(map(str, lost))} | "
-                         + " / ".join(f"{c['cpu_s_' + n]:.0f}" for n in names) + " |")
+    for condition, c in conditions.items():
+        mine = [r for (cond, _), r in rows.items() if cond == condition]
+        lost = [sum(first_word_lost(texts[r["index"]], r[n]) for r in mine) for n in names]
+        lines.append(f"| {condition} | {c['words']} | " + " | ".join(f"{c['wer_' + n]:.3f}" for n in names)
+                     + f" | {' / '.join(map(str, lost))} | "
+                     + " / ".join(f"{c['cpu_s_' + n]:.0f}" for n in names) + " |")
     return "\n".join(lines)
 
 

@@ -72,6 +72,8 @@ VAD_PRE_ROLL = int(0.8 * SAMPLE_RATE)
 # vad mode, in silence: audio kept. The VAD dates a segment's start back (min speech + 2 windows) when it detects
 # it, so the pre-roll must still be held then, however the audio was chunked: else the final depends on chunking.
 SILENCE_KEPT = VAD_PRE_ROLL + SAMPLE_RATE
+# vad mode: voice heard this early means the recording began mid-speech, with no silence before it.
+EARLY_VOICE = int(0.25 * SAMPLE_RATE)
 
 
 @dataclass
@@ -131,6 +133,7 @@ class SpeechStream:
         self.voice_buffer = np.zeros(0, np.float32)  # samples the voice detector has not yet read
         self.speculative: Speculation | None = None  # vad mode: the final decoded at the first silent window
         self.pause_at = 0  # vad mode: sample where the voice detector last went silent
+        self.first_voice: int | None = None  # vad mode: sample where the voice detector first heard voice
         self.pending = np.zeros(0, np.float32)  # accepted, not yet fed to sherpa
         self.utterance: list[np.ndarray] = []  # samples since the last final (two-pass / vad partials)
         self.utterance_start = 0  # sample index where `utterance` starts
@@ -278,6 +281,8 @@ class VadRecognizer:
             was_speaking = stream.speaking
             if self._voice_heard(stream, window):
                 stream.speculative = None  # speech went on: the segment will end later
+                if stream.first_voice is None:
+                    stream.first_voice = stream.num_samples
             elif was_speaking:
                 stream.pause_at = stream.num_samples
             events += self._pop_segments(stream)
@@ -344,7 +349,9 @@ class VadRecognizer:
         int8 decoder verifying a draft in one batch can pick other near-ties: not the same text every time)."""
         held, at = stream.utterance_samples(), start - stream.utterance_start
         audio = held[max(0, at - VAD_PRE_ROLL):stop - stream.utterance_start]
-        if start < VAD_PRE_ROLL:  # speech from the stream's first samples: Whisper drops a first word it hears at 0
+        if start < VAD_PRE_ROLL and stream.first_voice is not None and stream.first_voice <= EARLY_VOICE:
+            # The recording began mid-speech: silence first, or Whisper drops the first word (perf/asr.md). Not
+            # otherwise: zeros before a lead of room noise cost accuracy there.
             audio = np.concatenate([np.zeros(VAD_PRE_ROLL - start, np.float32), audio])
         result = self.offline.transcribe(audio, draft=stream.draft if drafted else ())
         stream.draft = result.tokens
