@@ -21,20 +21,21 @@ import numpy as np
 
 from edge_cer.errors import EdgeCerError
 
-BACKENDS = ("cpu", "cuda", "tensorrt", "trt-native")
 # Stages compared pair by pair with diffusers (same work on both sides; diffusers never caches the picture).
 COMPARED = ("unet_step", "text_encode", "image_encode", "vae_encode", "vae_decode", "total_cold")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from edge_cer.backends import PROVIDER_HELP, PROVIDERS, add_provider_arguments
     from edge_cer.bench.runs import Settings
     from edge_cer.schedulers import SCHEDULERS
 
     d = Settings()
     p.add_argument("--engines", type=Path, help="export folder (edge-cer export sd)")
     p.add_argument("--out", type=Path, required=True, help="results folder, e.g. perf/results/NAME")
-    p.add_argument("--backend", "--provider", dest="backend", action="append", choices=BACKENDS,
-                   help="repeat for several (default: cpu); cuda/tensorrt need onnxruntime-gpu and a GPU")
+    p.add_argument("--backend", "--provider", dest="backend", action="append", choices=PROVIDERS,
+                   help=f"repeat for several (default: cpu); {PROVIDER_HELP}")
+    add_provider_arguments(p, provider=False)
     p.add_argument("--vs-torch", action="store_true",
                    help="also run diffusers + torch on the export's source checkpoint, interleaved with ours")
     p.add_argument("--steps", type=int, default=d.steps, help="scheduler steps (img2img runs steps x strength)")
@@ -118,7 +119,10 @@ def run(args) -> int:
     s = Settings(prompt=args.prompt, scheduler=args.scheduler, steps=args.steps, strength=args.strength,
                  guidance=args.guidance, ip_scale=args.ip_scale, height=args.height or shape["height"],
                  width=args.width or shape["width"])
+    from edge_cer.backends import backend_options
+
     options = {"threads": args.threads} if args.threads else {}
+    options.update(backend_options(args))
     # Every backend loads before any measurement: a missing GPU provider fails here, in one line.
     runners = [EngineRunner(manifest, provider, **options) for provider in args.backend or ["cpu"]]
     info = machine.machine_info(with_reference=args.vs_torch)
