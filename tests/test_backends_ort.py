@@ -40,12 +40,12 @@ def manifest(tmp_path) -> ExportManifest:
 
 
 def test_provider_chains(manifest):
-    assert provider_chain("cpu", manifest) == ["CPUExecutionProvider"]
-    cuda = provider_chain("cuda", manifest)
+    assert provider_chain("cpu", manifest.root) == ["CPUExecutionProvider"]
+    cuda = provider_chain("cuda", manifest.root)
     assert [p[0] if isinstance(p, tuple) else p for p in cuda] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert "enable_cuda_graph" not in cuda[0][1]
-    assert provider_chain("cuda", manifest, cuda_graph=True)[0][1]["enable_cuda_graph"] is True
-    trt = provider_chain("tensorrt", manifest, cuda_graph=True)
+    assert provider_chain("cuda", manifest.root, cuda_graph=True)[0][1]["enable_cuda_graph"] is True
+    trt = provider_chain("tensorrt", manifest.root, cuda_graph=True)
     assert [p[0] if isinstance(p, tuple) else p for p in trt] == [
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert trt[0][1]["trt_fp16_enable"] and trt[0][1]["trt_cuda_graph_enable"]

@@ -73,7 +73,7 @@ def missing_libraries_hint() -> str:
     return f"CUDA/cuDNN libraries missing ({one_line('; '.join(failed), 160)}); {GPU_INSTALL}"
 
 
-def provider_chain(provider: str, manifest: ExportManifest, cuda_graph: bool = False) -> list:
+def provider_chain(provider: str, root: Path, cuda_graph: bool = False) -> list:
     """The providers list for InferenceSession. GPU providers keep CPU only as the home of the few ops they
     lack; a session that lost the requested provider is refused (onnxruntime falls back silently)."""
     if provider == "cpu":
@@ -84,7 +84,7 @@ def provider_chain(provider: str, manifest: ExportManifest, cuda_graph: bool = F
             cuda["enable_cuda_graph"] = True
         return [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
     if provider == "tensorrt":
-        cache = manifest.root / TENSORRT_DIR / "ort-ep-cache"
+        cache = Path(root) / TENSORRT_DIR / "ort-ep-cache"
         trt = {
             "trt_fp16_enable": True,
             "trt_engine_cache_enable": True,
@@ -114,6 +114,17 @@ def session_options(threads: int | None = None, dims: dict[str, int] | None = No
     if optimized_model is not None:
         opts.optimized_model_filepath = str(optimized_model)
     return opts
+
+
+def new_session(model, provider: str, root: Path, opts, cuda_graph: bool = False, rtx_device=None):
+    """An InferenceSession of `model` (path or bytes) on `provider`: plugin EPs (tensorrt-rtx, after
+    rtx.prepare()) through the session options, built-in ones through the providers list."""
+    import onnxruntime as ort
+
+    if provider == "tensorrt-rtx":
+        opts.add_provider_for_devices([rtx_device], rtx.provider_options(root, cuda_graph))
+        return ort.InferenceSession(model, opts)
+    return ort.InferenceSession(model, opts, providers=provider_chain(provider, root, cuda_graph=cuda_graph))
 
 
 @dataclass
@@ -191,19 +202,12 @@ class OrtBackend:
         return key
 
     def _open(self, graph: str, dims: tuple) -> None:
-        import onnxruntime as ort
-
         path = self.manifest.graph_path(graph)
         wanted = EP_NAMES[self.provider]
         capture = graph in self.cuda_graphs and graph not in self.cuda_graphs_dropped
         opts = session_options(self.threads, dict(dims))
         try:
-            if self.provider == "tensorrt-rtx":
-                opts.add_provider_for_devices([self._rtx_device], rtx.provider_options(self.manifest.root, capture))
-                session = ort.InferenceSession(str(path), opts)
-            else:
-                session = ort.InferenceSession(str(path), opts, providers=provider_chain(self.provider, self.manifest,
-                                                                                          cuda_graph=capture))
+            session = new_session(str(path), self.provider, self.manifest.root, opts, capture, self._rtx_device)
         except EdgeCerError:
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unexported exception types

@@ -130,6 +130,9 @@ def run(args) -> int:
                   f"load average {info['loadavg_at_start'][0]:.2f}")
     peak_before = machine.sgemm_peak()
     console.print(f"sgemm peak {peak_before['gflops']:.1f} GFLOP/s")
+    gpu_peaks = gpu_matmul_peaks(runners, console)
+    if gpu_peaks:
+        info["gpu"] = machine.gpu_info_or_error()
 
     trace, backends, ratios = Trace(), {}, {}
     reference = None
@@ -162,7 +165,7 @@ def run(args) -> int:
                         ratios.setdefault(stage, []).append(float(np.median(ref[stage]) / np.median(got[stage])))
                 console.print(f"{reference.name}: run {i + 1}/{args.runs}: {1000 * ref['total_cold'][0]:.0f} ms, "
                               f"UNet step x{ratios['unet_step'][-1]:.2f} vs ours")
-        backends[runner.name] = {"load_seconds": runner.load_seconds, "peak_rss_mib": rss,
+        backends[runner.name] = {"load_seconds": runner.load_seconds, "peak_rss_mib": rss, "backend": runner.describe(),
                                  "stages": {k: summarize(v) for k, v in ours.items()}, "raw": ours}
         runner.unload()
         if reference is not None:
@@ -191,10 +194,10 @@ def run(args) -> int:
         "sgemm_peak": peak, "sgemm_peak_runs": [peak_before["gflops"], peak_after["gflops"]],
         "unet": {"batch": batch, "shapes": {k: list(v) for k, v in unet_shapes.items()},
                  "gflop_per_step": flops.total / 1e9, "flops": flops.to_dict(),
-                 "achieved": report.achieved(backends, flops.total / 1e9, peak["gflops"])},
+                 "achieved": report.achieved(backends, flops.total / 1e9, peak["gflops"], gpu_peaks)},
         "backends": backends,
         "vs_torch": {k: ratio_summary(v) for k, v in ratios.items()},
-        "gpu": "not measured" if all(b == "cpu" for b in args.backend or ["cpu"]) else None,
+        "gpu_matmul_peaks": gpu_peaks,
     }
     paths = report.write(result, args.out, trace.spans)
     if args.trace:
@@ -204,6 +207,23 @@ def run(args) -> int:
     for kind, path in paths.items():
         console.print(f"{kind}: {path}")
     return 0
+
+
+def gpu_matmul_peaks(runners, console) -> dict[str, dict]:
+    """Per GPU backend, the fp16 MatMul peak of its own provider, measured now: what its % of peak is against."""
+    from edge_cer.bench import machine
+    from edge_cer.errors import EdgeCerError
+
+    peaks = {}
+    for runner in runners:
+        if runner.device == "cpu":
+            continue
+        try:
+            peaks[runner.name] = machine.matmul_peak(runner.provider)
+            console.print(f"{runner.name}: fp16 MatMul peak {peaks[runner.name]['gflops'] / 1000:.1f} TFLOP/s")
+        except (EdgeCerError, RuntimeError) as exc:  # onnxruntime's errors derive from RuntimeError
+            peaks[runner.name] = {"error": str(exc).splitlines()[0]}
+    return peaks
 
 
 def _collect() -> dict[str, list[float]]:
