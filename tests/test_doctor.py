@@ -161,3 +161,10 @@ def test_tensorrt_rtx_rows(monkeypatch, tmp_path):
     assert doctor.engine_needs(root, m)["runs_on"]["tensorrt-rtx"] == {"ok": True, "why_not": ""}
     m["tensorrt_rtx"] = {"installed": True, "error": "could not load the EP library"}
     assert not doctor.engine_needs(root, m)["runs_on"]["tensorrt-rtx"]["ok"]
+
+
+def test_verdict_names_each_broken_folder_in_one_line(tmp_path):
+    report = doctor.collect([tmp_path / "engines"], [tmp_path / "asr"])
+    ready, line = doctor.verdict(report)
+    assert not ready and "\n" not in line
+    assert line.startswith("edge-cer doctor: NOT READY: engines ") and f"asr {tmp_path / 'asr'}: " in line
