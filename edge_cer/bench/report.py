@@ -71,7 +71,10 @@ def markdown(result: dict) -> str:
     if min(runs) < 0.8 * max(runs) or any(e["fastest_step_percent_of_peak"] > 100 for e in u["achieved"].values()):
         lines.append(f"- **warning**: the sgemm peak measured {runs[0]:.0f} before and {runs[1]:.0f} GFLOP/s after "
                      "the runs: the machine's load changed (or held through both), so % of peak is unreliable here")
-    for g in m.get("gpu") or []:
+    gpus = m.get("gpu")
+    if isinstance(gpus, dict):  # nvidia-smi failed: its one-line error
+        lines.append(f"- GPU: nvidia-smi failed: {gpus['error']}")
+    for g in gpus if isinstance(gpus, list) else []:
         lines.append(f"- GPU {g.get('name')} (cc {g.get('compute_capability')}, driver {g.get('driver')}): SM clock "
                      f"{g.get('sm_clock')} of max {g.get('max_sm_clock')}, memory clock {g.get('memory_clock')}")
     for name, p in result.get("gpu_matmul_peaks", {}).items():
@@ -79,7 +82,8 @@ def markdown(result: dict) -> str:
                                       f"{p['provider']})" if "gflops" in p else f"MatMul peak failed: {p['error']}"))
     for name, eff in u["achieved"].items():
         lines.append(f"- {name}: {eff['gflops']:.1f} GFLOP/s at the p50 step = {eff['percent_of_peak']:.0f} % "
-                     f"of the measured peak ({eff['peak_gflops']:.0f} GFLOP/s); fastest step {eff['fastest_step_gflops']:.1f} GFLOP/s = "
+                     f"of the measured peak ({eff['peak_gflops']:.0f} GFLOP/s); fastest step "
+                     f"{eff['fastest_step_gflops']:.1f} GFLOP/s = "
                      f"{eff['fastest_step_percent_of_peak']:.0f} %")
     if result.get("vs_torch"):
         lines += ["", "## vs diffusers + torch (interleaved, pair by pair: torch time / our time)", "",
