@@ -137,7 +137,7 @@ def optimize(path: Path, model_type: str, use_gpu: bool, dims: dict[str, int] | 
     BiasAdd and NhwcConv, the CUDA contrib kernels). Returns node counts before and after, fused op counts, seconds.
 
     `dims` (symbolic dim -> size) makes the fusions see concrete shapes: their symbolic shape inference otherwise
-    spends most of the time in sympy on the dynamic sizes (an SD-2.1-topology UNet: 194 s -> 73 s here). Only the
+    works in sympy on the dynamic sizes (an SD-2.1-topology UNet: a third less CPU time, docs/gpu.md). Only the
     copy being optimised gets the sizes; the result gets the original dynamic inputs and outputs back, and the
     export validates it at other shapes. `progress(advance)` is called per fusion step of a UNet."""
     from onnxruntime.transformers.fusion_options import FusionOptions
