@@ -62,11 +62,17 @@ def main(argv: list[str] | None = None) -> int:
             )
         return importlib.import_module(args._module).run(args) or 0
     except EdgeCerError as exc:
-        print(f"edge-cer {args.command}: error: {exc}", file=sys.stderr)
+        print(f"edge-cer {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"edge-cer {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # no traceback reaches a user: one line here, the traceback in a log file
+        from edge_cer.crash_log import describe
+
+        line, status = describe(args.command, argv, exc)
+        print(line, file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

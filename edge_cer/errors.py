@@ -15,3 +15,11 @@ def require(module: str, extra: str):
         raise EdgeCerError(
             f"`{module}` is not installed; install it with: pip install 'edge-cer[{extra}]'"
         ) from exc
+
+
+def warn(message: str) -> None:
+    """A problem that is reported and worked around (a damaged session is skipped): one line on stderr, via logging
+    so that library callers can route it."""
+    import logging
+
+    logging.getLogger("edge_cer").warning("edge-cer: warning: %s", " ".join(message.split()))
