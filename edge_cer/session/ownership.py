@@ -4,6 +4,7 @@ lock per participant.
     DATA/participant-keys.tsv          label, pseudonym, created_utc; one line per participant (--key-file moves it)
     DATA/.participant-keys.tsv.lock    the study lock: held while the key file is read and appended to
     DATA/locks/<pseudonym>.lock        the participant lock: held from before the session is created to its end
+    DATA/.export.lock                  held while bids/ and trials.csv are rebuilt (edge_cer.session.bids)
 
 Locks are `flock`s, so the kernel drops them when a process dies and a crash never leaves a stale lock. A lock file
 holds who has it (pid, start time, host), so a refusal names them. A damaged key-file line is reported and skipped;
@@ -26,7 +27,9 @@ from edge_cer.session.data import new_code, utc_now
 
 KEY_HEADER = "label\tpseudonym\tcreated_utc"
 LOCKS_DIR = "locks"
+EXPORT_LOCK = ".export.lock"
 STUDY_LOCK_WAIT_S = 30.0  # the study lock is held for one read-and-append; a longer wait means a hung process
+EXPORT_LOCK_WAIT_S = 300.0  # rebuilding a large study's exports takes seconds, never minutes
 _PSEUDONYM = re.compile(r"[a-z2-9]{4,32}")
 _LABEL = re.compile(r"[A-Za-z0-9_-]{1,16}")
 
@@ -79,18 +82,26 @@ class FileLock:
         self.release()
 
 
-def study_lock(key_file: Path) -> FileLock:
-    """The lock around the key file; waits while another start reads or appends it (milliseconds)."""
-    path = key_file.with_name(f".{key_file.name}.lock")
+def _wait_flock(path: Path, wait_s: float, what: str) -> FileLock:
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + STUDY_LOCK_WAIT_S
+    deadline = time.monotonic() + wait_s
     while (fd := _try_flock(path)) is None:
         if time.monotonic() > deadline:
-            raise EdgeCerError(f"{key_file}: held by {_holder(path)} for over {STUDY_LOCK_WAIT_S:.0f} s; "
-                               "stop that process if it hangs, then start again")
+            raise EdgeCerError(f"{what}: held by {_holder(path)} for over {wait_s:.0f} s; "
+                               "stop that process if it hangs, then run this again")
         time.sleep(0.01)
     _sign(fd)
     return FileLock(fd)
+
+
+def study_lock(key_file: Path) -> FileLock:
+    """The lock around the key file; waits while another start reads or appends it (milliseconds)."""
+    return _wait_flock(key_file.with_name(f".{key_file.name}.lock"), STUDY_LOCK_WAIT_S, str(key_file))
+
+
+def export_lock(data_dir: Path) -> FileLock:
+    """One exporter at a time per data folder (two sessions ending together export one after the other)."""
+    return _wait_flock(Path(data_dir) / EXPORT_LOCK, EXPORT_LOCK_WAIT_S, f"{data_dir} exports")
 
 
 def lock_participant(data_dir: Path, pseudonym: str, label: str) -> FileLock:

@@ -208,6 +208,8 @@ def run_session(
                                          key_file=key_file, min_free_bytes=min_free_bytes)
     pipeline = None
     try:
+        if export:  # repairs exports that a kill interrupted, before this session adds to them
+            bids.export_all(data_dir)
         pipeline = live(protocol) if live is not None else None
         generator = pipeline.generator if pipeline is not None else generator
         _require_generator(protocol, generator)
@@ -222,8 +224,7 @@ def run_session(
             pipeline.close()
         store.close()
     if export:
-        summary["bids"] = str(bids.export_bids(data_dir))
-        summary["tidy_csv"] = str(bids.export_tidy(data_dir))
+        summary["bids"], summary["tidy_csv"] = map(str, bids.export_all(data_dir))
     return summary
 
 
