@@ -21,7 +21,7 @@ from pathlib import Path
 from edge_cer.errors import EdgeCerError
 from edge_cer.session import bids
 from edge_cer.session.counterbalance import PlannedTrial, balanced_latin_square, participant_number, plan_session
-from edge_cer.session.data import KEY_FILE, SessionStore, check_label, check_writable, list_sessions
+from edge_cer.session.data import KEY_FILE, SessionStore, check_label, check_writable, list_sessions, sessions_dir
 from edge_cer.session.engine import NS, RESPONSE_PHASES, Session, TrialAnnotator
 from edge_cer.session.generation import PictureGenerator, PlaceholderGenerator, Transcriber
 from edge_cer.session.ownership import claim_participant
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scripted is None:
         raise EdgeCerError("--scripted FILE is required for a headless run; a live participant uses `edge-cer tui`")
     participant = ScriptedParticipant.from_file(args.scripted)
+    participant.require_recogniser(have_asr=args.asr is not None)
     protocol = load_protocol(args.protocol) if args.protocol else None
     generator = transcriber = live = None
     if args.engines and args.asr:  # built once the session's protocol (new or resumed) is known
@@ -108,6 +109,8 @@ def open_session(
     number = participant_number(check_label(label))
     check_writable(data_dir, min_free_bytes)
     stimuli = stimuli or synthetic_stimuli()
+    if not resume:  # a design the stimuli cannot fill is refused before anything is written
+        plan_session(protocol or load_protocol(), stimuli, number)
     pseudonym, lock = claim_participant(data_dir, key_file, label, create=not resume)
     try:
         protocol, plan, store = _open_locked(label, pseudonym, number, data_dir, protocol, stimuli, resume)
@@ -204,12 +207,12 @@ def run_session(
     if not resume:  # refuse before a session folder exists
         protocol = protocol or load_protocol()
         _require_generator(protocol, generator or live)
+    if export and sessions_dir(data_dir).is_dir():  # repairs exports a kill interrupted, before the session exists
+        bids.export_all(data_dir)
     protocol, plan, store = open_session(label, Path(data_dir), protocol=protocol, stimuli=stimulus_set, resume=resume,
                                          key_file=key_file, min_free_bytes=min_free_bytes)
     pipeline = None
     try:
-        if export:  # repairs exports that a kill interrupted, before this session adds to them
-            bids.export_all(data_dir)
         pipeline = live(protocol) if live is not None else None
         generator = pipeline.generator if pipeline is not None else generator
         _require_generator(protocol, generator)
