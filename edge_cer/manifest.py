@@ -133,7 +133,8 @@ def _check_layout(path: Path, data: dict) -> None:
                                                               if g["file"] not in data["files"]]):
         problems.append(f"a hash for {unlisted[0]} in `files`")
     dims = data.get("model", {}).get("dims") if isinstance(data.get("model"), dict) else None
-    if not isinstance(dims, dict) or not all(isinstance(dims.get(k), int) for k in ModelDims.__dataclass_fields__):
+    fields = ModelDims.__dataclass_fields__.values()
+    if not isinstance(dims, dict) or not all(type(dims.get(f.name)).__name__ == f.type for f in fields):
         problems.append(f"`model.dims` ({', '.join(ModelDims.__dataclass_fields__)})")
     if problems:
         raise EdgeCerError(f"{path}: lacks {', '.join(problems)}; the manifest was edited or truncated, "

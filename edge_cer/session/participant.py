@@ -105,9 +105,10 @@ class ScriptedParticipant:
             wav = None
             if "wav" in entry:
                 wav = (base or Path()) / check_text(entry["wav"], f"{where} wav")
-                if not wav.is_file():
-                    raise EdgeCerError(f"{where}: wav {wav} does not exist; record it or fix the path")
-                check_audio_file(wav)
+                try:
+                    check_audio_file(wav)
+                except EdgeCerError as exc:
+                    raise EdgeCerError(f"{where}: {exc}") from None
             utterances.append(Utterance(text=check_text(entry["text"], f"{where} text") if "text" in entry else None,
                                         wav=wav))
             overrides.append({k: _whole(entry[k], f"{where} `{k}`") for k in ("pre", "post") if k in entry})

@@ -91,7 +91,8 @@ def check_audio_file(path: Path):
     import soundfile as sf
 
     if not path.is_file():
-        raise EdgeCerError(f"{path}: {'is a folder' if path.is_dir() else 'no such audio file'}; give a WAV or FLAC file")
+        raise EdgeCerError(f"{path}: {'is a folder' if path.is_dir() else 'no such audio file'}; check the path "
+                           "(a WAV or FLAC file)")
     try:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as exc:
