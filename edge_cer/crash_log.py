@@ -57,17 +57,17 @@ def write_traceback(command: str, argv: list[str], exc: BaseException) -> Path |
     return None
 
 
-def user_error(exc: BaseException) -> str | None:
-    """The one-line description of an environment error the user can fix, or None for a bug."""
+def environment_problem(exc: BaseException) -> str | None:
+    """What is wrong with the machine or the user's files (a full disk, a read-only folder), or None for a bug."""
     if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
         where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
-        return f"{where + ': ' if where else ''}{USER_ERRNOS[exc.errno]}" + RESUME_HINT
+        return f"{where + ': ' if where else ''}{USER_ERRNOS[exc.errno]}"
     if isinstance(exc, sqlite3.OperationalError):
         message = str(exc)
         if "disk is full" in message:
-            return f"a session database: {USER_ERRNOS[errno.ENOSPC]} ({message})" + RESUME_HINT
+            return f"{USER_ERRNOS[errno.ENOSPC]} (SQLite: {message})"
         if "readonly" in message or "disk I/O error" in message or "unable to open" in message:
-            return f"a session database cannot be written ({message})" + RESUME_HINT
+            return f"a session database cannot be written (SQLite: {message}; a full or failing disk?)"
     return None
 
 
@@ -75,9 +75,9 @@ def describe(command: str, argv: list[str], exc: BaseException) -> tuple[str, in
     """(one line for stderr, exit status) for an unexpected exception; the traceback goes to a log file."""
     log = write_traceback(command, argv, exc)
     where = f"the traceback is in {log}" if log else "no log folder was writable for the traceback"
-    message = user_error(exc)
-    if message is not None:
-        return f"edge-cer {command}: error: {message} ({where})", 2
+    problem = environment_problem(exc)
+    if problem is not None:
+        return f"edge-cer {command}: error: {problem}{RESUME_HINT} ({where})", 2
     summary = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     return (f"edge-cer {command}: internal error: {summary} — a bug in edge-cer; {where}, "
             "please attach it to a report"), 1

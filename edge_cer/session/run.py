@@ -16,8 +16,10 @@ import dataclasses
 import functools
 import importlib
 import json
+import sqlite3
 from pathlib import Path
 
+from edge_cer.crash_log import environment_problem
 from edge_cer.errors import EdgeCerError
 from edge_cer.session import bids
 from edge_cer.session.counterbalance import PlannedTrial, balanced_latin_square, participant_number, plan_session
@@ -222,6 +224,12 @@ def run_session(
         summary = {"session_code": store.code, "participant": store.meta["participant"], "session": store.meta["session"],
                    "state": store.end_state(), "trials_recorded": len(store.finished_trials()), "trials_planned": len(plan),
                    "folder": str(store.folder)}
+    except (OSError, sqlite3.Error) as exc:  # a full disk mid-session: every committed trial stays, the session resumes
+        if (problem := environment_problem(exc)) is None:
+            raise
+        raise EdgeCerError(f"--data {data_dir}: {problem} in session {store.meta['session']} of {label}, after "
+                           f"{len(store.finished_trials())} recorded trials (none lost); free some space, then "
+                           "continue it with --resume") from exc
     finally:
         if pipeline is not None:
             pipeline.close()
