@@ -124,12 +124,12 @@ class OrtBackend:
                 hint = " (CUDA graphs need every node on the GPU: pass cuda_graphs=())" if captured else ""
                 raise EdgeCerError(f"{path}: onnxruntime could not open it with {wanted}{hint}: "
                                    f"{str(exc).splitlines()[0]}") from exc
-            _check_interface(path, session, self.manifest.graphs.get(name))
             if wanted not in session.get_providers():
                 raise EdgeCerError(
                     f"{path}: onnxruntime fell back to {session.get_providers()} instead of "
                     f"{wanted}; check the CUDA/cuDNN/TensorRT libraries (`edge-cer doctor`)"
                 )
+            _check_interface(path, session, self.manifest.graphs.get(name))
             self.sessions[name] = session
 
     def infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -29,7 +29,6 @@ from typing import Protocol
 from edge_cer.errors import EdgeCerError, check_text, read_user_text
 from edge_cer.session.counterbalance import PlannedTrial
 from edge_cer.session.protocol import MAX_PHASE_S, MAX_RATING, STRATEGIES, RatingScale
-from edge_cer.speech.audio import check_audio_file
 
 DEFAULT_SCRIPT = "default_script.toml"
 
@@ -104,6 +103,8 @@ class ScriptedParticipant:
                 raise EdgeCerError(f"{where}: `text`/`wav` must be a string in quotes, e.g. text = \"It is staged.\"")
             wav = None
             if "wav" in entry:
+                from edge_cer.speech.audio import check_audio_file  # numpy and soundfile: only for WAV trials
+
                 wav = (base or Path()) / check_text(entry["wav"], f"{where} wav")
                 try:
                     check_audio_file(wav)

@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from edge_cer.errors import EdgeCerError, read_user_text
-from edge_cer.image import open_picture
+from edge_cer.picture_file import open_picture
 
 NORMS_FILE = "norms.csv"
 SYNTHETIC_VERSION = 1  # bump when the drawing changes, so caches are rebuilt rather than mixed
