@@ -109,6 +109,8 @@ def test_damaged_session_and_key_line_are_skipped_by_everyone_else(tmp_path, cap
         assert main(study.run(participant=label)) == 0
     victim = next(s for s in list_sessions(study.data) if s.participant == read_keys(study.data / KEY_FILE)["P002"])
     (victim.folder / "session.sqlite3").write_bytes(b"this is not a database" * 100)
+    first = next(s for s in list_sessions(study.data) if s.participant == read_keys(study.data / KEY_FILE)["P001"])
+    shutil.copytree(first.folder, first.folder.with_name("zzzzzzzz"))  # a second ses-01 (two starts before locks)
     with open(study.data / KEY_FILE, "ab") as f:
         f.write(b"P009\t\xff\xfe torn\n")
     assert main(study.run(participant="P003")) == 0  # another participant runs and exports
@@ -116,6 +118,7 @@ def test_damaged_session_and_key_line_are_skipped_by_everyone_else(tmp_path, cap
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(str(victim.folder / "session.sqlite3") in w and "damaged" in w and "backup" in w for w in warnings)
     assert any("line 4" in w and "not UTF-8" in w and "repair it" in w for w in warnings)
+    assert any("zzzzzzzz" in w and "left out of the exports" in w for w in warnings)
     subjects = {p.name for p in (study.data / "bids").glob("sub-*")}
     assert subjects == {f"sub-{read_keys(study.data / KEY_FILE)[label]}" for label in ("P001", "P003")}
     tidy = (study.data / "trials.csv").read_text().splitlines()
