@@ -68,6 +68,8 @@ def environment_problem(exc: BaseException) -> str | None:
             return f"{USER_ERRNOS[errno.ENOSPC]} (SQLite: {message})"
         if "readonly" in message or "disk I/O error" in message or "unable to open" in message:
             return f"a session database cannot be written (SQLite: {message}; a full or failing disk?)"
+    if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in str(exc) or "not a database" in str(exc)):
+        return f"a session database is damaged (SQLite: {exc}); restore its folder from a backup"
     return None
 
 

@@ -36,7 +36,7 @@ def read_user_text(path, option: str, expect: str) -> str:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise EdgeCerError(f"{name}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                           f"save it as UTF-8 {expect}") from None
+                           "save it as UTF-8 text") from None
     except IsADirectoryError:
         raise EdgeCerError(f"{name}: is a folder; give {expect}") from None
     except OSError as exc:

@@ -123,7 +123,8 @@ class OrtBackend:
                 captured = name in self.cuda_graphs
                 hint = " (CUDA graphs need every node on the GPU: pass cuda_graphs=())" if captured else ""
                 raise EdgeCerError(f"{path}: onnxruntime could not open it with {wanted}{hint}: "
-                                   f"{str(exc).splitlines()[0]}") from exc
+                                   f"{str(exc).splitlines()[0]}; re-run `edge-cer export sd` (or copy the whole "
+                                   "export folder)") from exc
             if wanted not in session.get_providers():
                 raise EdgeCerError(
                     f"{path}: onnxruntime fell back to {session.get_providers()} instead of "
