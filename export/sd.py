@@ -59,8 +59,6 @@ def check_options(o: ExportOptions) -> None:
     refuse_pickle(o.ip_adapter, "IP-Adapter")
     if not o.ip_adapter.is_file():
         raise EdgeCerError(f"--ip-adapter {o.ip_adapter}: no such file; give the h94-layout .safetensors file")
-    if not (o.model / "model_index.json").is_file():
-        raise EdgeCerError(f"--model {o.model}: no model_index.json; give a diffusers Stable Diffusion folder")
     if o.precision not in ("fp32", "fp16"):
         raise EdgeCerError(f"--precision {o.precision}: use fp32 or fp16")
     if o.out.exists() and not o.force:

@@ -168,9 +168,6 @@ CASES = [
     Case("export-adapter-missing", lambda s: ["export", "sd", "--model", str(s.root / "stimuli"), "--ip-adapter",
                                               str(s.root / "ip.safetensors"), "--out", str(s.root / "e")],
          "--ip-adapter", "give the h94"),
-    Case("export-model-not-diffusers", lambda s: ["export", "sd", "--model", str(s.root / "stimuli"), "--ip-adapter",
-                                                  str(s.file("ip.safetensors", b"x")), "--out", str(s.root / "e")],
-         "--model", "diffusers"),
     # ---- prompts ----
     Case("prompt-undecodable-bytes", lambda s: s.generate(prompt="it is \udcff fine"), "--prompt", "UTF-8"),
     Case("negative-prompt-undecodable", lambda s: s.generate(extra=("--negative-prompt", "\udce9")),
