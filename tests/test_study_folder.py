@@ -61,7 +61,6 @@ def test_fifty_simultaneous_starts_give_one_session(tmp_path):
     while sum(child.exitcode is None for child in children) > 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     (winner,) = [child for child in children if child.exitcode is None]
-    assert "trial 1 recorded" not in (tmp_path / f"{children.index(winner)}.log").read_text()  # still mid-session
     os.kill(winner.pid, signal.SIGKILL)  # a crash: the kernel frees its lock
     for child in children:
         child.join()
