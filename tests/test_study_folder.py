@@ -25,7 +25,7 @@ from edge_cer.cli import main
 from edge_cer.session import bids
 from edge_cer.session.data import KEY_FILE, list_sessions, read_session
 from edge_cer.session.ownership import read_keys
-from tests.test_bad_inputs import NORMS, PROTOCOL, SCRIPT, Study, png, snapshot
+from tests.study_helpers import NORMS, PROTOCOL, SCRIPT, Study, png, snapshot
 
 FORK = multiprocessing.get_context("fork")
 
