@@ -127,6 +127,17 @@ def new_session(model, provider: str, root: Path, opts, cuda_graph: bool = False
     return ort.InferenceSession(model, opts, providers=provider_chain(provider, root, cuda_graph=cuda_graph))
 
 
+def _check_interface(path, session, spec) -> None:
+    """A file swapped for another graph (even with the manifest re-hashed) is refused at load, not mid-generation."""
+    if spec is None:
+        return
+    have = sorted((a.name, len(a.shape)) for a in session.get_inputs() + session.get_outputs())
+    want = sorted((t.name, len(t.shape)) for t in spec.inputs + spec.outputs)
+    if have != want:
+        raise EdgeCerError(f"{path}: its inputs and outputs {have} are not those of the {spec.name} graph {want}; "
+                           "the file was replaced, re-run `edge-cer export sd`")
+
+
 @dataclass
 class _Bound:
     """One session's IO binding at one set of call shapes."""
@@ -216,11 +227,13 @@ class OrtBackend:
                 log.warning("%s: opened without a CUDA graph: %s", path, why)
                 self.cuda_graphs_dropped[graph] = why
                 return self._open(graph, dims)
-            hint = " (CUDA graphs need every node on the GPU: pass --no-cuda-graphs)" if capture else ""
-            raise EdgeCerError(f"{path}: onnxruntime could not open it with {wanted}{hint}: {why}") from exc
+            fix = ("CUDA graphs need every node on the GPU: pass --no-cuda-graphs" if capture else
+                   "re-run `edge-cer export sd` (or copy the whole export folder)")
+            raise EdgeCerError(f"{path}: onnxruntime could not open it with {wanted}: {why}; {fix}") from exc
         if wanted not in session.get_providers():
             raise EdgeCerError(f"{path}: onnxruntime fell back to {session.get_providers()} instead of {wanted}; "
                                f"{missing_libraries_hint()}")
+        _check_interface(path, session, self.manifest.graphs.get(graph))
         self.sessions[graph, dims] = session
 
     def infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
