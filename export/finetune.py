@@ -126,8 +126,9 @@ def load_adapter(model: Path, ip_adapter: Path, image_encoder: Path | None, scal
     unet.requires_grad_(False)
     for proc in ip_processors(unet):
         proc.scale = [scale]
-    trainable = ("encoder_hid_proj.", ".to_k_ip.", ".to_v_ip.")
-    params = {n: p for n, p in unet.named_parameters() if n.startswith(trainable[0]) or any(t in n for t in trainable[1:])}
+    # The image projection and every IP processor's key/value projections; nothing else.
+    params = {n: p for n, p in unet.named_parameters()
+              if n.startswith("encoder_hid_proj.") or ".to_k_ip." in n or ".to_v_ip." in n}
     for p in params.values():
         p.requires_grad_(True)
     unet.to(device)

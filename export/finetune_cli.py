@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", type=Path, required=True, help="pairs folder (pairs.csv: source,text,target,licence)")
     p.add_argument("--out", type=Path, required=True,
                    help="fine-tuned adapter .safetensors; its checkpoint is OUT.checkpoint.safetensors")
-    p.add_argument("--steps", type=int, default=1000, help="total optimiser steps (a resumed run counts from 0)")
+    p.add_argument("--steps", type=int, default=1000,
+                   help="total optimiser steps, counting those a resumed checkpoint already ran")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate, constant (IP-Adapter's)")
     p.add_argument("--batch", type=int, default=4, help="pairs per step")
     p.add_argument("--resolution", type=int, default=512, help="square side the target pictures are encoded at")

@@ -150,7 +150,8 @@ def _scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]
     y, x = np.mgrid[0:size, 0:size] / size
     mask = np.zeros((size, size), dtype=bool)
     for _ in range(rng.integers(2, 5)):  # ellipses and bars at random places
-        cx, cy, rx, ry = rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85), rng.uniform(0.08, 0.3), rng.uniform(0.08, 0.3)
+        cx, cy = rng.uniform(0.15, 0.85, size=2)
+        rx, ry = rng.uniform(0.08, 0.3, size=2)
         if rng.random() < 0.5:
             mask |= ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 < 1
         else:

@@ -262,3 +262,23 @@ def test_pairs_header_and_cli(tmp_path, capsys):
     with pytest.raises(EdgeCerError, match="already exists"):
         build_synthetic_pairs(folder)
     assert "missing" in pair_problems(tmp_path / "nowhere")[1][0]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"steps": 0}, "--steps 0: must be a positive integer"),
+    ({"resolution": 60}, "--resolution 60: must be a multiple of 8"),
+    ({"out": "adapter.bin"}, "must end in .safetensors"),
+    ({"out": "nowhere/adapter.safetensors"}, "does not exist; create it first"),
+    ({"device": "cuda"}, "torch sees no CUDA device"),
+])
+def test_options_refused_before_any_work(tmp_path, change, message):
+    torch = pytest.importorskip("torch")
+    from export.finetune import TrainOptions, check_options
+
+    if change.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    values = {"model": tmp_path, "ip_adapter": tmp_path / "a.safetensors", "pairs": tmp_path,
+              "out": "adapter.safetensors", **change}
+    values["out"] = tmp_path / values["out"]
+    with pytest.raises(EdgeCerError, match=message):
+        check_options(TrainOptions(**values))
