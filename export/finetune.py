@@ -229,10 +229,11 @@ class TrainResult:
     out: Path
     steps: int
     resumed_from: int
-    loss_before: float  # fixed_loss on the training pairs, before the first step of this run (or of the resumed run)
+    loss_before: float  # fixed_loss on the training pairs with the starting adapter (step 0, kept across resumes)
     loss_after: float
     step_losses: list[float] = field(default_factory=list)
-    seconds_per_step: float = math.nan  # mean over this process's steps after the first
+    seconds_per_step: float = math.nan  # wall, mean over this process's steps after the first
+    cpu_seconds_per_step: float = math.nan  # process CPU time (all threads), same steps: robust to a shared machine
     load_seconds: float = math.nan
     encode_seconds: float = math.nan
     peak_rss_gb: float = math.nan
@@ -296,27 +297,28 @@ def train(o: TrainOptions, console: Console | None = None) -> TrainResult:
     }
     optimizer = torch.optim.AdamW(list(adapter.params.values()), lr=o.lr, weight_decay=o.weight_decay)
     generator = torch.Generator().manual_seed(o.seed)
-    start, step_losses = 0, []
     ckpt_file = checkpoint_path(o.out)
     if o.resume and ckpt_file.exists():
-        start, step_losses = load_checkpoint(ckpt_file, adapter, optimizer, generator, provenance)
-        console.print(f"resuming {ckpt_file} at step {start}")
-    elif o.resume:
-        console.print(f"no checkpoint at {ckpt_file}: starting from step 0")
+        history = load_checkpoint(ckpt_file, adapter, optimizer, generator, provenance)
+        console.print(f"resuming {ckpt_file} at step {history['step']}")
+    else:
+        if o.resume:
+            console.print(f"no checkpoint at {ckpt_file}: starting from step 0")
+        history = {"step": 0, "step_losses": [], "loss_fixed_before": fixed_loss(adapter, scheduler, enc)}
+    start, step_losses = history["step"], history["step_losses"]
     if start > o.steps:
         raise EdgeCerError(f"{ckpt_file}: already at step {start}, past --steps {o.steps}; raise --steps")
-    loss_before = fixed_loss(adapter, scheduler, enc)
 
     n, total_t = len(pairs), scheduler.config.num_train_timesteps
     thresholds = (o.drop_image, o.drop_image + o.drop_text, o.drop_image + o.drop_text + o.drop_both)
     progress = Progress(TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=console)
-    step_times = []
+    step_times, step_cpu = [], []
     with progress:
         task = progress.add_task("finetune", total=o.steps, completed=start, loss="-")
         for step in range(start, o.steps):
-            t_step = time.perf_counter()
+            t_step, cpu_step = time.perf_counter(), time.process_time()
             idx = batch_indices(step, o.batch, n, o.seed)
             # Every random draw of the step, in a fixed order, from the checkpointed generator.
             u = torch.rand(o.batch, generator=generator)
@@ -333,17 +335,20 @@ def train(o: TrainOptions, console: Console | None = None) -> TrainResult:
             optimizer.step()
             step_losses.append(float(loss.detach()))
             step_times.append(time.perf_counter() - t_step)
+            step_cpu.append(time.process_time() - cpu_step)
             recent = step_losses[-20:]
             progress.update(task, advance=1, loss=f"{sum(recent) / len(recent):.4f}")
             if (step + 1) % o.checkpoint_every == 0 or step + 1 == o.steps:
-                save_checkpoint(ckpt_file, adapter, optimizer, generator, step + 1, step_losses, provenance)
+                history["step"] = step + 1
+                save_checkpoint(ckpt_file, adapter, optimizer, generator, provenance, history)
 
     loss_after = fixed_loss(adapter, scheduler, enc)
-    provenance.update(steps=o.steps, loss_fixed_before=loss_before if start == 0 else None, loss_fixed_after=loss_after)
+    loss_before = history["loss_fixed_before"]
+    provenance.update(steps=o.steps, loss_fixed_before=loss_before, loss_fixed_after=loss_after)
     save_adapter(o.out, adapter.h94_state_dict(), provenance)
     result = TrainResult(
         o.out, o.steps, start, loss_before, loss_after, step_losses,
-        seconds_per_step=sum(step_times[1:]) / len(step_times[1:]) if len(step_times) > 1 else math.nan,
+        seconds_per_step=_mean_after_first(step_times), cpu_seconds_per_step=_mean_after_first(step_cpu),
         load_seconds=load_s, encode_seconds=encode_s,
         peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         peak_device_gb=torch.cuda.max_memory_allocated() / 2**30 if o.device.startswith("cuda") else None,
@@ -354,6 +359,11 @@ def train(o: TrainOptions, console: Console | None = None) -> TrainResult:
         console.print(f"note: no image_encoder/ beside {o.out}; export it with "
                       f"--image-encoder {adapter.ip.image_encoder_dir}")
     return result
+
+
+def _mean_after_first(values: list[float]) -> float:
+    """The first step pays for allocator warm-up and lazy initialisation; it is left out of per-step figures."""
+    return sum(values[1:]) / len(values[1:]) if len(values) > 1 else math.nan
 
 
 def _save_atomic(path: Path, tensors: dict, metadata: dict[str, str]) -> None:
@@ -380,9 +390,9 @@ def read_provenance(path: Path) -> dict | None:
     return json.loads(raw) if raw else None
 
 
-def save_checkpoint(path: Path, adapter: Adapter, optimizer, generator, step: int, step_losses: list[float],
-                    provenance: dict) -> None:
-    """Trainable weights, AdamW moments and the generator state in one safetensors file (no pickle)."""
+def save_checkpoint(path: Path, adapter: Adapter, optimizer, generator, provenance: dict, history: dict) -> None:
+    """Trainable weights, AdamW moments and the generator state in one safetensors file (no pickle); `history`
+    (step, step_losses, loss_fixed_before) and the run's provenance in its metadata."""
     names = list(adapter.params)
     tensors = {f"param.{n}": p.detach().cpu().contiguous() for n, p in adapter.params.items()}
     state = optimizer.state_dict()
@@ -390,11 +400,12 @@ def save_checkpoint(path: Path, adapter: Adapter, optimizer, generator, step: in
         for key, value in slot.items():
             tensors[f"optim.{names[i]}.{key}"] = torch.as_tensor(value).cpu().contiguous()
     tensors["rng"] = generator.get_state()
-    meta = {"step": step, "step_losses": step_losses, "param_groups": state["param_groups"], "provenance": provenance}
+    meta = {**history, "param_groups": state["param_groups"], "provenance": provenance}
     _save_atomic(path, tensors, {"edge_cer.checkpoint": json.dumps(meta)})
 
 
-def load_checkpoint(path: Path, adapter: Adapter, optimizer, generator, provenance: dict) -> tuple[int, list[float]]:
+def load_checkpoint(path: Path, adapter: Adapter, optimizer, generator, provenance: dict) -> dict:
+    """Restores weights, optimizer and generator in place; returns the history save_checkpoint stored."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -420,4 +431,4 @@ def load_checkpoint(path: Path, adapter: Adapter, optimizer, generator, provenan
             state["state"][i] = {k[len(f"optim.{n}."):]: tensors[k] for k in keys}
     optimizer.load_state_dict(state)
     generator.set_state(tensors["rng"])
-    return int(meta["step"]), list(meta["step_losses"])
+    return {k: meta[k] for k in ("step", "step_losses", "loss_fixed_before")}
