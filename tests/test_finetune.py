@@ -70,9 +70,10 @@ def test_loss_falls_by_the_stated_margin(trained):
 
 
 @pytest.mark.parametrize("kind", ["base", "plus"])
-def test_adapter_is_h94_and_loads_strictly_in_diffusers(trained, kind, tmp_path):
+def test_adapter_is_h94_and_loads_strictly_in_diffusers(trained, tiny_model, kind, tmp_path):
     """Same keys and shapes as the adapter it started from, new values, and diffusers' `load_ip_adapter` (strict
-    state-dict loads, low_cpu_mem_usage=False) puts exactly the file's tensors into the UNet."""
+    state-dict loads, low_cpu_mem_usage=False) puts exactly the file's tensors into the UNet. The plus adapter is
+    trained on tiny-sd2: Resampler, linear projections and v-prediction."""
     import diffusers
     import torch
     from safetensors.torch import load_file
@@ -80,20 +81,22 @@ def test_adapter_is_h94_and_loads_strictly_in_diffusers(trained, kind, tmp_path)
     from export.factory import _base_proj_to_h94, _plus_proj_to_h94
     from export.finetune import TrainOptions, read_provenance, train
 
-    base = trained["adapters"][kind]
-    out = trained["out"]
+    model, base, out = trained["model"], trained["adapters"][kind], trained["out"]
     if kind == "plus":  # a short run: the layout, not the loss, is under test
-        out = base.with_name("ip-adapter-plus_sd15_cer.safetensors")
-        train(TrainOptions(model=trained["model"], ip_adapter=base, pairs=trained["pairs"], out=out, steps=3,
-                           batch=BATCH, resolution=RESOLUTION, lr=LR))
+        model, adapters = _adapters_copy(tiny_model, tmp_path, "tiny-sd2")
+        base, out = adapters["plus"], adapters["plus"].with_name("ip-adapter-plus_sd15_cer.safetensors")
+        result = train(TrainOptions(model=model, ip_adapter=base, pairs=trained["pairs"], out=out, steps=3,
+                                    batch=BATCH, resolution=RESOLUTION, lr=LR))
+        assert read_provenance(out)["prediction_type"] == "v_prediction"
+        assert all(np.isfinite(result.step_losses)) and result.loss_after != result.loss_before
     original, tuned = load_file(str(base)), load_file(str(out))
     assert {k: v.shape for k, v in tuned.items()} == {k: v.shape for k, v in original.items()}
     assert all(v.dtype == torch.float32 for v in tuned.values())
     assert not torch.equal(tuned["ip_adapter.1.to_k_ip.weight"], original["ip_adapter.1.to_k_ip.weight"])
     assert read_provenance(out)["pairs"] == 8 and read_provenance(base) is None
 
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(trained["model"], safety_checker=None,
-                                                            requires_safety_checker=False)
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(model, safety_checker=None,
+                                                    requires_safety_checker=False)
     pipe.load_ip_adapter(str(out.parent), subfolder="", weight_name=out.name, low_cpu_mem_usage=False)
     procs = [p for p in pipe.unet.attn_processors.values() if hasattr(p, "to_k_ip")]
     assert len(procs) == sum(k.endswith("to_k_ip.weight") for k in tuned)
