@@ -20,7 +20,7 @@ from edge_cer.errors import EdgeCerError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="finetune_command", required=True, metavar="WHAT")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = parser.formatter_class  # edge_cer.cli.HelpFormatter: each default said once
 
     p = sub.add_parser("ip-adapter", help="train an h94 IP-Adapter's projection and IP key/value layers on pairs",
                        description="train an h94 IP-Adapter's projection and IP key/value layers on pairs",
