@@ -14,29 +14,36 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from edge_cer.analysis import methods  # noqa: E402
+
 STYLE = """body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}
 th{background:#f2f2f2}td.text{text-align:left}.method{color:#555;font-size:.9em}.skipped{color:#a40}
-img{max-width:100%}"""
+img{max-width:100%}blockquote{background:#f7f7f7;border-left:4px solid #ccc;margin:1em 0;padding:.5em 1em}"""
 
 
 def write(path: Path, results: dict, trials: pd.DataFrame) -> None:
+    ai = results["ai_feedback"]
     sections = [
         f"<h1>edge-cer analysis</h1><p>{html.escape(results['data_dir'])}: {results['n_participants']} "
-        f"participants, {results['n_trials']} trials analysed; excluded: {_inline(results['excluded_trials'])}. "
-        "Relief = rating_pre - rating_post (negative affect, 1-9): higher is better.</p>",
+        f"participants, {results['n_trials']} trials analysed. Relief = rating_pre - rating_post (negative affect, "
+        f"1-9): higher is better. {html.escape(ai['handling'].capitalize())}.</p>",
+        _methods(results["methods"]),
+        _exclusions(results["exclusions"], ai),
         _section("Relief per condition", results["condition_means"], ["strategy", "feedback", "n", "mean", "ci_low",
                                                                        "ci_high"]),
         _figure(_condition_plot(results["condition_means"]["rows"])),
         _figure(_participant_plot(trials)),
+        _scale_ends(results["scale_ends"]),
+        _effect_sizes(results["effect_sizes"]),
+        _mixed_model(results["mixed_model"]),
+        _sensitivity(results["sensitivity"]),
         _section("Repeated-measures ANOVA", results["rm_anova"],
                  ["Source", "ddof1", "ddof2", "F", "p_unc", "p_GG_corr", "np2", "eps", "sphericity", "p_spher"]),
         _section("Pairwise comparisons", results["pairwise"],
                  ["Contrast", *results["factors"], "A", "B", "T", "dof", "p_unc", "p_corr", "dz"]),
-        _section("Linear mixed model of relief", results["mixed_model"],
-                 ["term", "estimate", "se", "z", "p", "ci_low", "ci_high"], rows_key="fixed_effects"),
-        _section("Alignment and relief (AI-feedback trials)", results["alignment_model"],
-                 ["term", "estimate", "se", "z", "p", "ci_low", "ci_high"], rows_key="fixed_effects"),
+        _section("Alignment and relief (AI-feedback trials with a picture)", results["alignment_model"],
+                 ["term", "estimate", "se", "t", "df", "p", "ci_low", "ci_high"], rows_key="fixed_effects"),
         _figure(_alignment_plot(trials, results["alignment_model"])),
         *(_section(f"Manipulation check: {name}", check, ["Contrast", "A", "B", "T", "dof", "p_unc", "dz"])
           for name, check in results["manipulation_checks"].items()),
@@ -48,6 +55,83 @@ def write(path: Path, results: dict, trials: pd.DataFrame) -> None:
                     f"<style>{STYLE}</style></head><body>{''.join(s for s in sections if s)}</body></html>")
 
 
+def _methods(text: str) -> str:
+    return f"<h2>Methods (generated from the protocol and these results)</h2><blockquote>{html.escape(text)}</blockquote>"
+
+
+def _exclusions(rows: list[dict], ai: dict) -> str:
+    body = "".join(f"<tr><td class=text>{html.escape(r['reason'])}</td><td>{r['trials']}</td><td>{r['participants']}"
+                   f"</td><td class=text>{'left out' if r['left_out'] else 'kept (intention to treat)'}</td></tr>"
+                   for r in rows)
+    sources = ", ".join(f"{html.escape(k)} {v}" for k, v in ai["by_source"].items())
+    return ("<h2>Exclusions</h2><table><tr><th>reason (first that applies)</th><th>trials</th><th>participants</th>"
+            f"<th></th></tr>{body}</table><p><b>AI trials without a shown picture: {ai['without_picture']} of "
+            f"{ai['ai_trials']}</b> completed, rated AI trials ({_share(ai['without_picture'], ai['ai_trials'])}). "
+            f"{html.escape(ai['handling'].capitalize())}; the sensitivity table shows the other choice. "
+            f"<span class=method>feedback_source of the rated AI trials: {sources}.</span></p>")
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "&ndash;"
+
+
+def _scale_ends(ends: dict) -> str:
+    return (f"<p class=method>Ratings at the scale's ends (relief is censored there): pre-ratings at {ends['high']} "
+            f"{ends['pre_at_high']:.1%}, post-ratings at {ends['low']} {ends['post_at_low']:.1%} of analysed trials "
+            f"(pre at {ends['low']} {ends['pre_at_low']:.1%}, post at {ends['high']} {ends['post_at_high']:.1%}).</p>")
+
+
+def _effect_sizes(block: dict) -> str:
+    head = "<h2>Effect sizes (participant cell means)</h2>"
+    if "skipped" in block:
+        return head + f"<p class=skipped>Skipped: {html.escape(block['skipped'])}</p>"
+    body = "".join(f"<tr><td class=text>{html.escape(r['contrast'])}</td><td class=text>{html.escape(r['meaning'])}"
+                   f"</td><td>{_ci(r['mean'], r['ci_low'], r['ci_high'])}</td><td>{_ci(r['dz'], r['dz_low'], r['dz_high'])}"
+                   f"</td><td>{_fmt(r['t'])}</td><td>{_fmt(r['p'])}</td><td>{r['n']}</td></tr>" for r in block["rows"])
+    return (head + "<table><tr><th>contrast</th><th>in words</th><th>mean difference [95% CI]</th>"
+            f"<th>Cohen's dz [95% CI]</th><th>t</th><th>p</th><th>n</th></tr>{body}</table>"
+            f"<p class=method>{html.escape(block['method'])}</p>")
+
+
+def _mixed_model(model: dict) -> str:
+    head = "<h2>Linear mixed model of relief</h2>"
+    if "skipped" in model:
+        return head + f"<p class=skipped>Skipped: {html.escape(model['skipped'])}</p>"
+    meanings = model.get("meanings", {})
+    rows = model["fixed_effects"] + model["combinations"]
+    body = "".join(f"<tr><td class=text>{html.escape(r['term'])}</td><td class=text>"
+                   f"{html.escape(meanings.get(r['term'], ''))}</td><td>{_ci(r['estimate'], r['ci_low'], r['ci_high'])}"
+                   f"</td><td>{_fmt(r['se'])}</td><td>{_fmt(r['t'])}</td><td>{r['df']}</td><td>{_fmt(r['p'])}</td></tr>"
+                   for r in rows)
+    fitted = f"Fitted: <code>{html.escape(model['formula'])}</code>, {html.escape(model['random_effects'])}."
+    if model["fallback"]:
+        fitted += " " + html.escape(methods.fallback_sentence(model))
+    warnings = f" Warnings of this fit: {html.escape('; '.join(model['warnings']))}." if model["warnings"] else ""
+    return (head + "<table><tr><th>term</th><th>in words</th><th>estimate [95% CI]</th><th>SE</th><th>t</th>"
+            f"<th>df</th><th>p</th></tr>{body}</table><p>{fitted}{warnings}</p>"
+            f"<p class=method>Coding: {html.escape(model['coding'])}. Variances: {html.escape(_inline(model['variances']))}."
+            f" {html.escape(model['method'])}.</p>")
+
+
+def _sensitivity(block: dict) -> str:
+    head = "<h2>Sensitivity: the AI effect side by side</h2>"
+    if "skipped" in block:
+        return head + f"<p class=skipped>Skipped: {html.escape(block['skipped'])}</p>"
+    terms = block["terms"]
+    header = "".join(f"<th>{html.escape(t)}: estimate [95% CI]</th><th>dz [95% CI]</th>" for t in terms)
+    body = "".join(
+        f"<tr><td class=text>{html.escape(r['analysis'])}</td><td>{r['trials']}</td><td>{r['participants']}</td>"
+        + "".join(f"<td>{_ci(r[t]['estimate'], r[t]['ci_low'], r[t]['ci_high'])}</td>"
+                  f"<td>{_ci(r[t]['dz'], r[t]['dz_low'], r[t]['dz_high'])}</td>" for t in terms) + "</tr>"
+        for r in block["rows"])
+    return (head + f"<table><tr><th>analysis</th><th>trials</th><th>participants</th>{header}</tr>{body}</table>"
+            "<p class=method>Each row refits the mixed model and the participant-level effect sizes on its trials.</p>")
+
+
+def _ci(value, low, high) -> str:
+    return f"{_fmt(value)} [{_fmt(low)}, {_fmt(high)}]"
+
+
 def _section(title: str, block: dict, columns: list[str], rows_key: str = "rows") -> str:
     head = f"<h2>{html.escape(title)}</h2>"
     if "skipped" in block:
@@ -55,7 +139,9 @@ def _section(title: str, block: dict, columns: list[str], rows_key: str = "rows"
     rows = block[rows_key]
     columns = [c for c in columns if any(c in r for r in rows)]
     extra = "".join(f"<p class=method>{html.escape(str(block[k]))}</p>"
-                    for k in ("formula", "random_effects", "note", "warnings") if block.get(k))
+                    for k in ("formula", "random_effects", "warnings") if block.get(k))
+    if block.get("fallback"):
+        extra += f"<p class=method>{html.escape(methods.fallback_sentence(block))}</p>"
     if block.get("variances"):
         extra += f"<p class=method>Variances: {html.escape(_inline(block['variances']))}</p>"
     body = "".join("<tr>" + "".join(_cell(r.get(c)) for c in columns) + "</tr>" for r in rows)
