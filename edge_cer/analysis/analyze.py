@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None, protocol_path: Path | None = None,
-            intention_to_treat: bool = False, report_html: bool = True) -> dict:
+            intention_to_treat: bool = False, report_html: bool = True, sensitivity_analyses: bool = True) -> dict:
+    """`report_html` and `sensitivity_analyses` off: the statistics only (for `edge-cer power`'s many studies)."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if stimuli_dir is not None and not Path(stimuli_dir).is_dir():
         raise EdgeCerError(f"--stimuli {stimuli_dir}: not a directory of stimulus images")
@@ -84,8 +85,9 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None, prot
 
     # 3. Per-trial measures the session did not record: text valence (VADER; AFINN as the robustness check),
     #    picture proxies from the picture file, alignment, relief.
-    candidates["text_valence"] = candidates["text_valence"].fillna(candidates["transcript"].map(vader_valence))
-    candidates["text_valence_afinn"] = candidates["transcript"].map(afinn_valence).astype(float)
+    said = candidates["transcript"]
+    candidates["text_valence"] = candidates["text_valence"].fillna(said.map({t: vader_valence(t) for t in said.unique()}))
+    candidates["text_valence_afinn"] = said.map({t: afinn_valence(t) for t in said.unique()}).astype(float)
     candidates = candidates.join(picture_measures(candidates, data_dir, stimuli_dir))
     candidates["picture_valence"] = candidates["picture_valence"].fillna(candidates["valence_proxy"])
     candidates["alignment"] = candidates["alignment"].fillna(pd.Series(alignment(
@@ -145,7 +147,8 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None, prot
     results["mixed_model"], results["effect_sizes"] = contrast_models(design, factors)
 
     # 10. Sensitivity: the AI effect under the other AI-trial handling and without ratings at the scale's ends.
-    results["sensitivity"] = sensitivity(candidates, kept, intention_to_treat, low, high)
+    results["sensitivity"] = (sensitivity(candidates, kept, intention_to_treat, low, high) if sensitivity_analyses
+                              else {"skipped": "not requested"})
 
     # 11. Alignment -> relief on AI-feedback trials with a picture, within strategy.
     aligned = kept[(kept["feedback"] == "ai") & kept["alignment"].notna()]

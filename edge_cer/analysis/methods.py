@@ -74,11 +74,13 @@ def models_sentence(results: dict) -> str:
 
 
 def fallback_sentence(model: dict) -> str:
-    """One sentence: which planned structure failed, why in plain words, and what the reported model drops."""
-    first = model["fallback"][0]
-    return (f"The planned model ({first['structure']}) did not converge cleanly ({plain_reason(first['reason'])}), "
-            f"so the reported model is the next simpler one in the planned order ({model['random_effects']}); its "
-            "fixed effects estimate the same contrasts.")
+    """One sentence: the planned random effects, what was dropped and why in plain words, and what it means."""
+    steps = "; then ".join(
+        f"{' and '.join(step['dropped'])} was dropped because "
+        + ("its variance was estimated at zero" if step["zero_variance"] else
+           f"the fit did not converge cleanly ({plain_reason(step['reason'])})") for step in model["fallback"])
+    return (f"The planned random effects ({model['planned']}) were simplified: {steps} (Bates et al. 2015); the fixed "
+            "effects estimate the same contrasts.")
 
 
 def plain_reason(reason: str) -> str:

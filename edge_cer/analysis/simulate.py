@@ -167,11 +167,14 @@ def simulate(*, participants: int, model: Model | None = None, protocol: Protoco
     """Returns (trials in the recorded columns, true values); the same arguments give the same study."""
     model = model or Model()
     protocol = protocol or Protocol(design=Design())
+    return simulate_trials(participants, model, protocol, seed), truth(model, protocol, seed)
+
+
+def simulate_trials(participants: int, model: Model, protocol: Protocol, seed: int) -> pd.DataFrame:
     check(participants, model, protocol)
     rng = np.random.default_rng(seed)
     trials = draw_trials(list(range(1, participants + 1)), model, protocol, rng)
-    trials = record(trials, model, protocol, rng)
-    return trials[list(RECORDED_COLUMNS)], truth(model, protocol, seed)
+    return record(trials, model, protocol, rng)[list(RECORDED_COLUMNS)]
 
 
 def check(participants: int, model: Model, protocol: Protocol) -> None:

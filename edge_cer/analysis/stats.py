@@ -32,6 +32,8 @@ DZ_METHOD = ("Cohen's dz = mean / SD of the participants' contrast scores (from 
              "scores; the mean's CI is the paired t interval")
 # Warnings that make the crossed model's standard errors untrustworthy (a variance on the boundary, zero, is fine).
 UNRELIABLE = ("The Hessian matrix", "Maximum Likelihood optimization failed", "Gradient optimization failed")
+OPTIMIZERS = ["powell", "lbfgs"]  # statsmodels tries them in order
+ZERO_VARIANCE = 1e-4  # a variance component below this share of the residual variance counts as zero
 CI_METHOD = "mean of participant means +/- t(0.975, n - 1) * SD / sqrt(n)"
 
 
@@ -98,41 +100,34 @@ def readable_term(term: str) -> str:
 
 def mixed_model(data: pd.DataFrame, formula: str, participant: str, stimulus: str | None = None,
                 slopes: tuple[str, ...] = (), combinations: dict[str, dict[str, float]] | None = None) -> dict:
-    """Fits MIXED_METHOD with the first random-effects structure that converges cleanly, in this order:
-    participant and stimulus intercepts plus by-participant slopes for `slopes` (uncorrelated: variance
-    components), then without the stimulus, then without the slopes, then participant intercepts only.
-    Returns fixed effects and `combinations` of them (name -> {term: weight}) with CIs, the variances, which
-    structure was used, why each one before it was not, and every convergence warning of the reported fit."""
-    crossed = stimulus is not None and data[stimulus].nunique() > 1
-    slope_vc = {f"{participant}:{s}": f"0 + C({participant}):{s}" for s in slopes}
-    ladder = []  # (description, model factory)
-    if crossed and slopes:
-        ladder.append((f"crossed random intercepts for participant and stimulus, and by-participant random slopes "
-                       f"for {', '.join(slopes)} (uncorrelated)", lambda: smf.mixedlm(
-                           formula, data.assign(_all=1), groups="_all", re_formula="0",
-                           vc_formula={participant: f"0 + C({participant})", stimulus: f"0 + C({stimulus})",
-                                       **slope_vc})))
-    if slopes:
-        ladder.append((f"random intercepts for participant and by-participant random slopes for {', '.join(slopes)} "
-                       "(uncorrelated)", lambda: smf.mixedlm(formula, data, groups=participant,
-                                                              vc_formula={s: f"0 + {s}" for s in slopes})))
-    if crossed:
-        ladder.append(("crossed random intercepts for participant and stimulus", lambda: smf.mixedlm(
-            formula, data.assign(_all=1), groups="_all", re_formula="0",
-            vc_formula={participant: f"0 + C({participant})", stimulus: f"0 + C({stimulus})"})))
-    ladder.append(("random intercepts for participant", lambda: smf.mixedlm(formula, data, groups=participant)))
-    fit, fallback = None, []
-    for structure, build in ladder:
+    """Fits MIXED_METHOD, starting from participant and stimulus intercepts plus by-participant slopes for
+    `slopes` (uncorrelated variance components) and simplifying until a fit converges cleanly: a component whose
+    variance is estimated at zero is dropped (Bates et al. 2015), otherwise the stimulus intercept, then the slopes;
+    participant intercepts stay. Returns fixed effects and `combinations` of them (name -> {term: weight}) with
+    CIs, the variances, the planned and the fitted structure, each simplification with its reason, and every
+    convergence warning of the reported fit."""
+    components = [f"{participant}:{s}" for s in slopes]
+    if stimulus is not None and data[stimulus].nunique() > 1:
+        components.insert(0, stimulus)
+    planned, fallback = describe_structure(participant, components), []
+    while True:
         try:
-            fit, trouble = _fit(build())
+            fit, trouble = _fit(_build(data, formula, participant, components))
+            clean = fit.converged and not any(w.startswith(UNRELIABLE) for w in trouble)
+            reason = "; ".join(trouble) or "not converged"
         except (np.linalg.LinAlgError, ValueError) as exc:
-            if structure == ladder[-1][0]:
+            if not components:
                 raise
-            fallback.append({"structure": structure, "reason": f"failed: {exc}"})
-            continue
-        if structure == ladder[-1][0] or (fit.converged and not any(w.startswith(UNRELIABLE) for w in trouble)):
+            fit, clean, reason = None, False, f"failed: {exc}"
+        if clean or not components:
             break
-        fallback.append({"structure": structure, "reason": "; ".join(trouble) or "not converged"})
+        variances = dict(zip(fit.model.exog_vc.names, np.atleast_1d(fit.vcomp))) if fit is not None else {}
+        zero = [c for c in components if variances.get(c, 1.0) <= ZERO_VARIANCE * fit.scale]
+        dropped = zero or [components[0]]
+        fallback.append({"structure": describe_structure(participant, components), "reason": reason,
+                         "dropped": dropped, "zero_variance": bool(zero)})
+        components = [c for c in components if c not in dropped]
+    structure = describe_structure(participant, components)
     n_participants = data[participant].nunique()
     df = n_participants - 1
     quantile = stats.t.ppf(0.975, df)
@@ -152,15 +147,35 @@ def mixed_model(data: pd.DataFrame, formula: str, participant: str, stimulus: st
     if fit.model.k_re:
         variances[f"{participant} (group)"] = float(fit.cov_re.iloc[0, 0])
     variances.update(dict(zip(fit.model.exog_vc.names, np.atleast_1d(fit.vcomp))))
-    return json_ready({"formula": formula, "random_effects": structure, "planned": ladder[0][0],
+    return json_ready({"formula": formula, "random_effects": structure, "planned": planned,
                        "fallback": fallback, "n_obs": int(fit.nobs), "n_participants": n_participants,
                        "converged": bool(fit.converged), "warnings": trouble, "fixed_effects": fixed,
                        "combinations": combined, "variances": variances, "method": MIXED_METHOD})
 
 
+def describe_structure(participant: str, components: list[str]) -> str:
+    parts = [f"{participant} intercepts"] + [f"{c.split(':')[1]} slopes by {participant}" if ":" in c else
+                                             f"{c} intercepts" for c in components]
+    return "random " + ", ".join(parts) + (" (variance components, uncorrelated)" if components else "")
+
+
+def _build(data: pd.DataFrame, formula: str, participant: str, components: list[str]):
+    """Without a crossed stimulus: participant groups (random intercept plus slopes as variance components within
+    each participant). With it: variance components over one all-rows group, which crossed effects need."""
+    slopes = {c: f"0 + {c.partition(':')[2]}" for c in components if ":" in c}
+    if len(slopes) == len(components):
+        return smf.mixedlm(formula, data, groups=participant, re_formula="1", vc_formula=slopes or None)
+    vc = {participant: f"0 + C({participant})"}
+    for c in components:
+        group, _, slope = c.partition(":")
+        vc[c] = f"0 + C({group}):{slope}" if slope else f"0 + C({c})"
+    return smf.mixedlm(formula, data.assign(_all=1), groups="_all", re_formula="0", vc_formula=vc)
+
+
 def _fit(model) -> tuple:
-    """REML fit and its convergence warnings (statsmodels retries other optimizers and warns as it goes)."""
+    """REML fit and its convergence warnings. Powell first: the gradient methods statsmodels starts with often stall
+    when a variance component is near zero (a common case with random slopes), Powell does not."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        fit = model.fit(reml=True)
+        fit = model.fit(reml=True, method=OPTIMIZERS)
     return fit, list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)))
