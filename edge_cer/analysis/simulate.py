@@ -43,7 +43,7 @@ from edge_cer.affect.text import vader_valence
 from edge_cer.analysis.columns import RECORDED_COLUMNS, write_trials
 from edge_cer.errors import EdgeCerError
 from edge_cer.session.counterbalance import balanced_latin_square, plan_session
-from edge_cer.session.protocol import Design, Protocol, load_protocol
+from edge_cer.session.protocol import Protocol, load_protocol
 from edge_cer.session.stimuli import Stimulus, StimulusSet
 
 TRUTH_FILE = "truth.json"
@@ -133,10 +133,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, m: Model) -> None:
 def model_from(args: argparse.Namespace) -> tuple[Model, Protocol]:
     names = [f for f in Model.__dataclass_fields__ if f != "effects"]
     model = Model(effects=parse_effects(args.effects), **{n: getattr(args, n) for n in names if hasattr(args, n)})
-    protocol = load_protocol(args.protocol)
-    design = replace(protocol.design, look_baseline=protocol.design.look_baseline or args.look_baseline,
-                     trials_per_condition=args.trials_per_cell or protocol.design.trials_per_condition)
-    return model, replace(protocol, design=design)
+    return model, protocol_for(args.protocol, args.look_baseline, args.trials_per_cell)
+
+
+def protocol_for(path: Path | None = None, look_baseline: bool = False, trials_per_cell: int | None = None) -> Protocol:
+    """The protocol (default: the shipped one) with the look/none block and trials per condition overridden."""
+    protocol = load_protocol(path)
+    design = replace(protocol.design, look_baseline=protocol.design.look_baseline or look_baseline,
+                     trials_per_condition=trials_per_cell or protocol.design.trials_per_condition)
+    return replace(protocol, design=design)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,7 +171,7 @@ def simulate(*, participants: int, model: Model | None = None, protocol: Protoco
              seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Returns (trials in the recorded columns, true values); the same arguments give the same study."""
     model = model or Model()
-    protocol = protocol or Protocol(design=Design())
+    protocol = protocol or protocol_for()
     return simulate_trials(participants, model, protocol, seed), truth(model, protocol, seed)
 
 
