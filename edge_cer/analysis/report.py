@@ -18,7 +18,7 @@ from edge_cer.analysis import methods  # noqa: E402
 
 STYLE = """body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}
-th{background:#f2f2f2}td.text{text-align:left}.method{color:#555;font-size:.9em}.skipped{color:#a40}
+th{background:#f2f2f2}td{white-space:nowrap}td.text{text-align:left;white-space:normal}.method{color:#555;font-size:.9em}.skipped{color:#a40}
 img{max-width:100%}blockquote{background:#f7f7f7;border-left:4px solid #ccc;margin:1em 0;padding:.5em 1em}"""
 
 
@@ -27,7 +27,7 @@ def write(path: Path, results: dict, trials: pd.DataFrame) -> None:
     sections = [
         f"<h1>edge-cer analysis</h1><p>{html.escape(results['data_dir'])}: {results['n_participants']} "
         f"participants, {results['n_trials']} trials analysed. Relief = rating_pre - rating_post (negative affect, "
-        f"1-9): higher is better. {html.escape(ai['handling'].capitalize())}.</p>",
+        f"1-9): higher is better. {html.escape(_sentence(ai['handling']))}.</p>",
         _methods(results["methods"]),
         _exclusions(results["exclusions"], ai),
         _section("Relief per condition", results["condition_means"], ["strategy", "feedback", "n", "mean", "ci_low",
@@ -67,8 +67,12 @@ def _exclusions(rows: list[dict], ai: dict) -> str:
     return ("<h2>Exclusions</h2><table><tr><th>reason (first that applies)</th><th>trials</th><th>participants</th>"
             f"<th></th></tr>{body}</table><p><b>AI trials without a shown picture: {ai['without_picture']} of "
             f"{ai['ai_trials']}</b> completed, rated AI trials ({_share(ai['without_picture'], ai['ai_trials'])}). "
-            f"{html.escape(ai['handling'].capitalize())}; the sensitivity table shows the other choice. "
+            f"{html.escape(_sentence(ai['handling']))}; the sensitivity table shows the other choice. "
             f"<span class=method>feedback_source of the rated AI trials: {sources}.</span></p>")
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _share(part: int, whole: int) -> str:

@@ -25,8 +25,8 @@ RM_ANOVA_METHOD = ("pingouin.rm_anova: F on participant cell means; effect size 
 PAIRWISE_METHOD = ("pingouin.pairwise_tests: paired t-tests on participant cell means, Holm (1979) correction "
                    "within each contrast family; Cohen's dz = mean difference / SD of differences = T / sqrt(n)")
 MIXED_METHOD = ("statsmodels MixedLM, REML; Wald 95% CIs from the t distribution with (participants - 1) degrees of "
-                "freedom (the contrasts vary between participants); random effects: the first structure of the "
-                "planned sequence that converges cleanly (see `random_effects` and `fallback`)")
+                "freedom (the contrasts vary between participants); random effects as planned, simplified only when a "
+                "fit does not converge cleanly (see `random_effects` and `fallback`)")
 DZ_METHOD = ("Cohen's dz = mean / SD of the participants' contrast scores (from their cell means); its 95% CI by "
              "inverting the noncentral t distribution of t = dz sqrt(n) (Steiger & Fouladi 1997), exact for normal "
              "scores; the mean's CI is the paired t interval")
