@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stimuli", type=Path, default=None,
                         help="directory of stimulus images named <stimulus_id>.png/.jpg; used only for SSIM")
     parser.add_argument("--protocol", type=Path, default=None,
-                        help="protocol TOML for the methods paragraph (default: the one stored with the sessions "
-                             "in DATA_DIR, else the shipped default, and the report says so)")
+                        help="protocol TOML for the methods paragraph; None: the one stored with the sessions in "
+                             "DATA_DIR, else the shipped default, and the report says so")
     parser.add_argument("--intention-to-treat", action="store_true",
                         help="analyse AI trials without a shown picture as AI feedback (as assigned); by default "
                              "they are left out, so AI feedback means a picture was shown")
