@@ -21,7 +21,7 @@ from edge_cer.affect.json_ready import json_ready
 from edge_cer.affect.picture import load_rgb, picture_proxies, ssim
 from edge_cer.affect.text import afinn_valence, vader_valence
 from edge_cer.analysis import contrasts, methods, report, stats
-from edge_cer.analysis.columns import read_trials
+from edge_cer.analysis.columns import read_trials, write_csv
 from edge_cer.errors import EdgeCerError
 from edge_cer.session.data import list_sessions, read_session
 from edge_cer.session.protocol import Protocol, load_protocol, parse_protocol
@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stimuli", type=Path, default=None,
                         help="directory of stimulus images named <stimulus_id>.png/.jpg; used only for SSIM")
     parser.add_argument("--protocol", type=Path, default=None,
-                        help="protocol TOML for the methods paragraph; None: the one stored with the sessions in "
-                             "DATA_DIR, else the shipped default, and the report says so")
+                        help="protocol TOML for the methods paragraph (default: the one stored with the sessions in "
+                             "DATA_DIR, else the shipped default, and the report says so)")
     parser.add_argument("--intention-to-treat", action="store_true",
                         help="analyse AI trials without a shown picture as AI feedback (as assigned); by default "
                              "they are left out, so AI feedback means a picture was shown")
@@ -96,7 +96,7 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None, prot
     candidates["condition"] = candidates["strategy"] + "/" + candidates["feedback"]
     kept = candidates.loc[kept_mask[candidates.index]]
     out_dir.mkdir(parents=True, exist_ok=True)
-    kept.to_csv(out_dir / MEASURES_FILE, index=False, na_rep="", float_format="%.10g")
+    write_csv(kept, out_dir / MEASURES_FILE)
 
     # 4. Design: the inferential models use the strategies crossed with every feedback level (the protocol's 2 x 2);
     #    a look/none baseline block appears in the descriptives and plots. Factors with one level drop out; cells

@@ -27,6 +27,11 @@ RECORDED_COLUMNS = TRIAL_COLUMNS + LIVE_RECORD_COLUMNS
 # Everything else is read as a number; identifiers stay strings so "007" is not participant 7.
 TEXT_COLUMNS = ("participant", "session", "strategy", "feedback", "stimulus_id", "transcript", "picture_file",
                 "picture_sha256", "engine_manifest_sha256", "status", "feedback_source")  # fmt: skip
+# Whole numbers: written without ".0" (pandas reads them as float when a cell is empty), so R and pandas read
+# the seed 1779369991 as written.
+INTEGER_COLUMNS = ("block", "trial", "practice", "rating_pre", "rating_post", "seed", "steps", "picture_shown")
+# R's write.csv writes a missing value as NA; a transcript "NA" is text someone said.
+MISSING = ("", "NA")
 ALLOWED = {"strategy": STRATEGIES, "feedback": FEEDBACK, "status": TRIAL_STATUSES, "practice": (0, 1),
            "picture_shown": (0, 1)}
 
@@ -42,7 +47,7 @@ def read_trials(data_dir: str | Path) -> pd.DataFrame:
         raise EdgeCerError(f"{path}: missing column(s) {', '.join(missing)}; the header must be: {','.join(TRIAL_COLUMNS)}")
     columns = [c for c in RECORDED_COLUMNS if c in header]
     trials = pd.read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
-                         na_values={c: [""] for c in columns})
+                         na_values={c: [""] if c == "transcript" else list(MISSING) for c in columns})
     for column in columns:
         if column in TEXT_COLUMNS:
             continue
@@ -70,5 +75,16 @@ def write_trials(trials: pd.DataFrame, data_dir: str | Path) -> Path:
     path = Path(data_dir) / TRIALS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = [*TRIAL_COLUMNS, *(c for c in LIVE_RECORD_COLUMNS if c in trials)]
-    trials.loc[:, columns].to_csv(path, index=False, na_rep="", float_format="%.10g")
+    write_csv(trials.loc[:, columns], path)
     return path
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    """A trial table as CSV: INTEGER_COLUMNS without ".0" (when every value is whole), NaN as an empty cell."""
+    table = table.copy()
+    for column in INTEGER_COLUMNS:
+        if column in table and pd.api.types.is_float_dtype(table[column]):
+            values = table[column]
+            if (values.dropna() % 1 == 0).all():
+                table[column] = values.astype("Int64")
+    table.to_csv(path, index=False, na_rep="")

@@ -114,10 +114,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser, m: Model) -> None:
     """The options `simulate` and `power` share: the protocol and the generative model."""
-    parser.add_argument("--protocol", type=Path, help="protocol TOML whose design and plan are simulated; "
-                        "None: the shipped one")
+    parser.add_argument("--protocol", type=Path, help="protocol TOML whose design and plan are simulated "
+                        "(default: the shipped one)")
     parser.add_argument("--look-baseline", action="store_true", help="add the protocol's look/none baseline block")
-    parser.add_argument("--trials-per-cell", type=int, help="trials per condition; None: the protocol's")
+    parser.add_argument("--trials-per-cell", type=int, help="trials per condition (default: the protocol's)")
     for name, text in (("stimuli", "size of the stimulus pool"),
                        ("sd_participant", "SD of participant relief intercepts"),
                        ("sd_slope", "SD of participants' strategy and AI-feedback slopes"),
