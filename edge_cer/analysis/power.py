@@ -176,17 +176,21 @@ def plot(summary: pd.DataFrame, path: Path, alpha: float) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.set_title("Power")
     for contrast, group in summary.groupby("contrast", sort=False):
         style = "--" if group["null"].iloc[0] else "-"
         label = f"{contrast} (null)" if group["null"].iloc[0] else f"{contrast} (true {group['truth'].iloc[0]:.2f})"
-        left.plot(group["participants"], group["power"], style, marker="o", label=label)
-        right.plot(group["participants"], group["coverage"], style, marker="o", label=contrast)
+        for ax, column in ((left, "power"), (right, "coverage")):  # bars: binomial Monte Carlo SE
+            share = group[column]
+            ax.errorbar(group["participants"], share, yerr=np.sqrt(share * (1 - share) / group["studies"]),
+                        fmt=style, marker="o", capsize=3, label=label if ax is left else contrast)
     left.axhline(0.8, color="grey", lw=0.7, ls=":")
     left.axhline(alpha, color="grey", lw=0.7, ls=":")
     left.set(xlabel="participants", ylabel=f"power (p < {alpha:g})", ylim=(0, 1.02), title="Power")
     right.axhspan(0.93, 0.97, color="tab:green", alpha=0.12, label="93-97%")
     right.axhline(0.95, color="grey", lw=0.7)
-    right.set(xlabel="participants", ylabel="95% CI coverage", ylim=(0.8, 1.0), title="CI coverage of the truth")
+    right.set(xlabel="participants", ylabel="95% CI coverage", ylim=(min(0.8, summary["coverage"].min() - 0.03), 1.01),
+              title="CI coverage of the truth")
     for ax in (left, right):
         ax.set_xticks(sorted(summary["participants"].unique()))
     left.legend(fontsize="x-small")

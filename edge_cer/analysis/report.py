@@ -60,12 +60,11 @@ def _methods(text: str) -> str:
 
 
 def _exclusions(rows: list[dict], ai: dict) -> str:
-    body = "".join(f"<tr><td class=text>{html.escape(r['reason'])}</td><td>{r['trials']}</td><td>{r['participants']}"
-                   f"</td><td class=text>{'left out' if r['left_out'] else 'kept (intention to treat)'}</td></tr>"
-                   for r in rows)
+    table = _table(["reason (first that applies)", "trials", "participants", ""],
+                   [[_text(r["reason"]), f"<td>{r['trials']}</td>", f"<td>{r['participants']}</td>",
+                     _text("left out" if r["left_out"] else "kept (intention to treat)")] for r in rows])
     sources = ", ".join(f"{html.escape(k)} {v}" for k, v in ai["by_source"].items())
-    return ("<h2>Exclusions</h2><table><tr><th>reason (first that applies)</th><th>trials</th><th>participants</th>"
-            f"<th></th></tr>{body}</table><p><b>AI trials without a shown picture: {ai['without_picture']} of "
+    return (f"<h2>Exclusions</h2>{table}<p><b>AI trials without a shown picture: {ai['without_picture']} of "
             f"{ai['ai_trials']}</b> completed, rated AI trials ({_share(ai['without_picture'], ai['ai_trials'])}). "
             f"{html.escape(_sentence(ai['handling']))}; the sensitivity table shows the other choice. "
             f"<span class=method>feedback_source of the rated AI trials: {sources}.</span></p>")
@@ -85,51 +84,65 @@ def _scale_ends(ends: dict) -> str:
             f"(pre at {ends['low']} {ends['pre_at_low']:.1%}, post at {ends['high']} {ends['post_at_high']:.1%}).</p>")
 
 
-def _effect_sizes(block: dict) -> str:
-    head = "<h2>Effect sizes (participant cell means)</h2>"
+def _titled(title: str, block: dict, render) -> str:
+    """A section: its heading, then the block rendered, or why the step was skipped."""
+    head = f"<h2>{html.escape(title)}</h2>"
     if "skipped" in block:
         return head + f"<p class=skipped>Skipped: {html.escape(block['skipped'])}</p>"
-    body = "".join(f"<tr><td class=text>{html.escape(r['contrast'])}</td><td class=text>{html.escape(r['meaning'])}"
-                   f"</td><td>{_ci(r['mean'], r['ci_low'], r['ci_high'])}</td><td>{_ci(r['dz'], r['dz_low'], r['dz_high'])}"
-                   f"</td><td>{_fmt(r['t'])}</td><td>{_fmt(r['p'])}</td><td>{r['n']}</td></tr>" for r in block["rows"])
-    return (head + "<table><tr><th>contrast</th><th>in words</th><th>mean difference [95% CI]</th>"
-            f"<th>Cohen's dz [95% CI]</th><th>t</th><th>p</th><th>n</th></tr>{body}</table>"
-            f"<p class=method>{html.escape(block['method'])}</p>")
+    return head + render(block)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Header cells are escaped here; row cells are `<td>` HTML already (text or number alignment)."""
+    return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+            + "".join("<tr>" + "".join(row) + "</tr>" for row in rows) + "</table>")
+
+
+def _text(value: str) -> str:
+    return f"<td class=text>{html.escape(value)}</td>"
+
+
+def _effect_sizes(block: dict) -> str:
+    def render(b: dict) -> str:
+        rows = [[_text(r["contrast"]), _text(r["meaning"]), f"<td>{_ci(r['mean'], r['ci_low'], r['ci_high'])}</td>",
+                 f"<td>{_ci(r['dz'], r['dz_low'], r['dz_high'])}</td>", f"<td>{_fmt(r['t'])}</td>",
+                 f"<td>{_fmt(r['p'])}</td>", f"<td>{r['n']}</td>"] for r in b["rows"]]
+        return (_table(["contrast", "in words", "mean difference [95% CI]", "Cohen's dz [95% CI]", "t", "p", "n"],
+                       rows) + f"<p class=method>{html.escape(b['method'])}</p>")
+
+    return _titled("Effect sizes (participant cell means)", block, render)
 
 
 def _mixed_model(model: dict) -> str:
-    head = "<h2>Linear mixed model of relief</h2>"
-    if "skipped" in model:
-        return head + f"<p class=skipped>Skipped: {html.escape(model['skipped'])}</p>"
-    meanings = model.get("meanings", {})
-    rows = model["fixed_effects"] + model["combinations"]
-    body = "".join(f"<tr><td class=text>{html.escape(r['term'])}</td><td class=text>"
-                   f"{html.escape(meanings.get(r['term'], ''))}</td><td>{_ci(r['estimate'], r['ci_low'], r['ci_high'])}"
-                   f"</td><td>{_fmt(r['se'])}</td><td>{_fmt(r['t'])}</td><td>{r['df']}</td><td>{_fmt(r['p'])}</td></tr>"
-                   for r in rows)
-    fitted = f"Fitted: <code>{html.escape(model['formula'])}</code>, {html.escape(model['random_effects'])}."
-    if model["fallback"]:
-        fitted += " " + html.escape(methods.fallback_sentence(model))
-    warnings = f" Warnings of this fit: {html.escape('; '.join(model['warnings']))}." if model["warnings"] else ""
-    return (head + "<table><tr><th>term</th><th>in words</th><th>estimate [95% CI]</th><th>SE</th><th>t</th>"
-            f"<th>df</th><th>p</th></tr>{body}</table><p>{fitted}{warnings}</p>"
-            f"<p class=method>Coding: {html.escape(model['coding'])}. Variances: {html.escape(_inline(model['variances']))}."
-            f" {html.escape(model['method'])}.</p>")
+    def render(m: dict) -> str:
+        meanings = m.get("meanings", {})
+        rows = [[_text(r["term"]), _text(meanings.get(r["term"], "")),
+                 f"<td>{_ci(r['estimate'], r['ci_low'], r['ci_high'])}</td>", f"<td>{_fmt(r['se'])}</td>",
+                 f"<td>{_fmt(r['t'])}</td>", f"<td>{r['df']}</td>", f"<td>{_fmt(r['p'])}</td>"]
+                for r in m["fixed_effects"] + m["combinations"]]
+        fitted = f"Fitted: <code>{html.escape(m['formula'])}</code>, {html.escape(m['random_effects'])}."
+        if m["fallback"]:
+            fitted += " " + html.escape(methods.fallback_sentence(m))
+        if m["warnings"]:
+            fitted += f" Warnings of this fit: {html.escape('; '.join(m['warnings']))}."
+        return (_table(["term", "in words", "estimate [95% CI]", "SE", "t", "df", "p"], rows) + f"<p>{fitted}</p>"
+                f"<p class=method>Coding: {html.escape(m['coding'])}. Variances: {html.escape(_inline(m['variances']))}."
+                f" {html.escape(m['method'])}.</p>")
+
+    return _titled("Linear mixed model of relief", model, render)
 
 
 def _sensitivity(block: dict) -> str:
-    head = "<h2>Sensitivity: the AI effect side by side</h2>"
-    if "skipped" in block:
-        return head + f"<p class=skipped>Skipped: {html.escape(block['skipped'])}</p>"
-    terms = block["terms"]
-    header = "".join(f"<th>{html.escape(t)}: estimate [95% CI]</th><th>dz [95% CI]</th>" for t in terms)
-    body = "".join(
-        f"<tr><td class=text>{html.escape(r['analysis'])}</td><td>{r['trials']}</td><td>{r['participants']}</td>"
-        + "".join(f"<td>{_ci(r[t]['estimate'], r[t]['ci_low'], r[t]['ci_high'])}</td>"
-                  f"<td>{_ci(r[t]['dz'], r[t]['dz_low'], r[t]['dz_high'])}</td>" for t in terms) + "</tr>"
-        for r in block["rows"])
-    return (head + f"<table><tr><th>analysis</th><th>trials</th><th>participants</th>{header}</tr>{body}</table>"
-            "<p class=method>Each row refits the mixed model and the participant-level effect sizes on its trials.</p>")
+    def render(b: dict) -> str:
+        terms = b["terms"]
+        header = ["analysis", "trials", "participants"] + [f"{t}: estimate, dz [95% CIs]" for t in terms]
+        rows = [[_text(r["analysis"]), f"<td>{r['trials']}</td>", f"<td>{r['participants']}</td>"]
+                + [f"<td>{_ci(r[t]['estimate'], r[t]['ci_low'], r[t]['ci_high'])}<br>"
+                   f"dz {_ci(r[t]['dz'], r[t]['dz_low'], r[t]['dz_high'])}</td>" for t in terms] for r in b["rows"]]
+        return _table(header, rows) + ("<p class=method>Each row refits the mixed model and the participant-level "
+                                       "effect sizes on its trials.</p>")
+
+    return _titled("Sensitivity: the AI effect side by side", block, render)
 
 
 def _ci(value, low, high) -> str:
@@ -137,25 +150,24 @@ def _ci(value, low, high) -> str:
 
 
 def _section(title: str, block: dict, columns: list[str], rows_key: str = "rows") -> str:
-    head = f"<h2>{html.escape(title)}</h2>"
-    if "skipped" in block:
-        return head + f"<p class=skipped>Skipped: {html.escape(block['skipped'])}</p>"
-    rows = block[rows_key]
-    columns = [c for c in columns if any(c in r for r in rows)]
-    extra = "".join(f"<p class=method>{html.escape(str(block[k]))}</p>"
-                    for k in ("formula", "random_effects", "warnings") if block.get(k))
-    if block.get("fallback"):
-        extra += f"<p class=method>{html.escape(methods.fallback_sentence(block))}</p>"
-    if block.get("variances"):
-        extra += f"<p class=method>Variances: {html.escape(_inline(block['variances']))}</p>"
-    body = "".join("<tr>" + "".join(_cell(r.get(c)) for c in columns) + "</tr>" for r in rows)
-    return (head + "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>" + body
-            + f"</table>{extra}<p class=method>{html.escape(block['method'])}</p>")
+    def render(b: dict) -> str:
+        rows = b[rows_key]
+        shown = [c for c in columns if any(c in r for r in rows)]
+        extra = "".join(f"<p class=method>{html.escape(str(b[k]))}</p>"
+                        for k in ("formula", "random_effects", "warnings") if b.get(k))
+        if b.get("fallback"):
+            extra += f"<p class=method>{html.escape(methods.fallback_sentence(b))}</p>"
+        if b.get("variances"):
+            extra += f"<p class=method>Variances: {html.escape(_inline(b['variances']))}</p>"
+        return (_table(shown, [[_cell(r.get(c)) for c in shown] for r in rows]) + extra
+                + f"<p class=method>{html.escape(b['method'])}</p>")
+
+    return _titled(title, block, render)
 
 
 def _cell(value) -> str:
     if isinstance(value, str):
-        return f"<td class=text>{html.escape(value)}</td>"
+        return _text(value)
     return f"<td>{_fmt(value)}</td>"
 
 
