@@ -115,6 +115,22 @@ def test_older_data_without_picture_shown_column(tmp_path):
     pd.testing.assert_series_equal(again["picture_shown"], trials["picture_shown"], check_dtype=False)
 
 
+def test_protocol_stored_with_the_sessions_writes_the_methods(tmp_path):
+    """Three scripted sessions of a lab's own protocol: analyze finds it in the session databases."""
+    (tmp_path / "script.toml").write_text('[[trials]]\ntext = "It is not as bad as it looks."\n')
+    (tmp_path / "p.toml").write_text('name = "clinic-study"\ntime_scale = 0.0\n[design]\ntrials_per_condition = 2\n'
+                                     'practice_trials = 0\nfeedback = ["none"]\n[durations]\nstimulus = 4.0\n')
+    for label in ("P001", "P002", "P003"):
+        assert main(["run", "--participant", label, "--data", str(tmp_path / "data"), "--scripted",
+                     str(tmp_path / "script.toml"), "--protocol", str(tmp_path / "p.toml")]) == 0
+    results = analyze(tmp_path / "data", tmp_path / "out", report_html=False)
+    assert results["protocol"]["name"] == "clinic-study"
+    assert results["protocol"]["source"].startswith("stored with session")
+    methods = results["methods"]
+    assert "3 participants" in methods and "the picture (4 s)" in methods and "time_scale = 0" in methods
+    assert "shipped default" not in methods
+
+
 def test_missing_column_is_one_line_naming_file_and_column(tmp_path, capsys):
     trials, _ = simulate(participants=2, model=Model(effects=parse_effects("")), seed=0)
     trials.drop(columns=["rating_post"]).to_csv(tmp_path / "trials.csv", index=False)

@@ -10,7 +10,9 @@ FEEDBACK_WORDS = {"ai": "a picture generated from the spoken text", "none": "a b
 
 def paragraph(protocol: Protocol, source: str, results: dict) -> str:
     d, r, g, lv = protocol.design, protocol.rating, protocol.generation, protocol.live
-    s = protocol.seconds
+    def s(phase: str) -> float:  # the protocol's durations; time_scale only speeds up scripted test runs
+        return getattr(protocol.durations, phase)
+
     design = results["design_conditions"]
     strategies = sorted({c.split("/")[0] for c in design}, key=["reappraise", "describe", "look"].index)
     feedback = sorted({c.split("/")[1] for c in design}, key=["ai", "none"].index)
@@ -35,6 +37,9 @@ def paragraph(protocol: Protocol, source: str, results: dict) -> str:
         exclusions_sentence(results),
         models_sentence(results),
     ]
+    if protocol.time_scale != 1:
+        text.append(f"[The sessions ran with time_scale = {protocol.time_scale:g}: participants did not see these "
+                    "durations; a scripted or test run.]")
     if "shipped default" in source:
         text.append("[Timings are those of the shipped default protocol: no protocol was stored with the data.]")
     return " ".join(t for t in text if t)

@@ -87,8 +87,10 @@ def rm_anova(cells: pd.DataFrame, dv: str, within: list[str], subject: str) -> l
 def pairwise(cells: pd.DataFrame, dv: str, within: list[str], subject: str) -> list[dict]:
     table = pg.pairwise_tests(data=cells, dv=dv, within=within if len(within) > 1 else within[0],
                               subject=subject, padjust="holm", effsize="cohen")
+    if "T" not in table:  # pingouin leaves T out when the paired samples are identical (e.g. scripted sessions)
+        table["T"] = np.nan
     table["dz"] = table["T"] / np.sqrt(table["dof"] + 1)  # paired: dof = n - 1
-    return rows(table.drop(columns=["cohen"]))
+    return rows(table.drop(columns=["cohen"], errors="ignore"))
 
 
 def readable_term(term: str) -> str:
