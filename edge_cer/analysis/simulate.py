@@ -357,6 +357,8 @@ def truth(model: Model, protocol: Protocol, seed: int) -> dict:
 def estimands(kept: pd.DataFrame, with_alignment: bool) -> dict:
     """The contrasts `analyze` reports, from participant cell means (mean, its Monte Carlo SE, and dz)."""
     cells = kept.groupby(["participant", "strategy", "feedback"])["relief"].mean().unstack(["strategy", "feedback"])
+    if not {("reappraise", "ai"), ("reappraise", "none"), ("describe", "ai"), ("describe", "none")} <= set(cells):
+        return {"intercept": float(cells.mean(axis=1).mean()), "contrasts": {}}  # not the 2 x 2 design
     ra, rn, da, dn = (cells[("reappraise", "ai")], cells[("reappraise", "none")], cells[("describe", "ai")],
                       cells[("describe", "none")])
     contrasts = {"strategy": (ra + rn - da - dn) / 2, "feedback": (ra + da - rn - dn) / 2,
