@@ -61,6 +61,8 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None, prot
             intention_to_treat: bool = False, report_html: bool = True, sensitivity_analyses: bool = True) -> dict:
     """`report_html` and `sensitivity_analyses` off: the statistics only (for `edge-cer power`'s many studies)."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgeCerError(f"--out {out_dir}: is a file; give a folder for results.json and report.html")
     if stimuli_dir is not None and not Path(stimuli_dir).is_dir():
         raise EdgeCerError(f"--stimuli {stimuli_dir}: not a directory of stimulus images")
 
