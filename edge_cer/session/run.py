@@ -94,7 +94,8 @@ def _live_pipeline(engines: Path, asr: Path, protocol: Protocol):
     from edge_cer.live.pipeline import LivePipeline
     from edge_cer.speech.recognizer import create_recognizer
 
-    generator = load_generator(engines, negative_prompt=protocol.prompt.negative_prompt or None)
+    generator = load_generator(engines, vae=protocol.generation.vae,
+                               negative_prompt=protocol.prompt.negative_prompt or None)
     return LivePipeline(generator, create_recognizer(asr), protocol)
 
 
