@@ -32,8 +32,9 @@ def paragraph(protocol: Protocol, source: str, results: dict) -> str:
         f"{s('speaking'):g} s, ended by the recogniser's endpoint), feedback ({s('feedback'):g} s), the second "
         f"rating (\"{r.post_prompt}\") and an inter-trial interval ({s('iti'):g} s). Feedback pictures were made "
         f"with Stable Diffusion img2img (strength {g.strength:g}) and an IP-Adapter (scale {g.ip_scale:g}) from "
-        f"the stimulus and the transcript, {g.steps} denoising steps, due {lv.deadline_s:g} s after the end of "
-        "speech.",
+        f"the stimulus and the transcript, {g.steps} denoising steps"
+        + (", decoded with a tiny VAE (TAESD)" if getattr(g, "vae", "full") == "tiny" else "")
+        + f", due {lv.deadline_s:g} s after the end of speech.",
         exclusions_sentence(results),
         models_sentence(results),
     ]
