@@ -80,6 +80,8 @@ class Generation:
     strength: float = 0.6  # img2img strength: keeps the scene recognisable while changing its meaning
     ip_scale: float = 0.6  # IP-Adapter weight of the stimulus picture
     steps: int = 4  # denoising steps: few-step schedulers keep speech-end -> picture short on a CPU
+    guidance: float = 7.5  # classifier-free guidance (diffusers' default); <= 1 turns it off and halves the UNet work
+    scheduler: str = ""  # "" is the model's own scheduler; or euler, ddim, lcm, dpm++2m (edge-cer generate --scheduler)
 
 
 @dataclass(frozen=True)
