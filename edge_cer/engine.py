@@ -1,11 +1,12 @@
 """Picture generators as the rest of the runtime sees them: a stimulus and a prompt in, a `GeneratedPicture` out.
 
-    generator = load_engine("engines/sd15-ip", provider="cpu", negative_prompt="blood")
+    generator = EngineGenerator(SDPipeline.from_export("engines/sd15-ip"), negative_prompt="blood")
     picture = generator.generate(Path("stimulus.png"), "he will recover", seed=1, strength=0.6, ip_scale=0.6, steps=20)
 
 `picture.params` holds every argument that made the picture, under the names of `edge-cer generate`'s options, so
 a recorded trial regenerates its picture byte for byte. The safety gate is not here (edge_cer.affect.gate): the
-live trial gates what a participant may see, and a warm-up picture, which no one sees, is never gated.
+live trial gates what a participant may see, and a warm-up picture, which no one sees, is never gated. Which
+generator a session uses, with which protocol settings, is decided in one place: edge_cer.runtime.
 """
 
 from __future__ import annotations
@@ -75,8 +76,3 @@ class PlaceholderGenerator:
         params = dict(prompt=prompt, seed=seed, strength=strength, ip_scale=ip_scale, steps=steps,
                       engine="placeholder", provider="", engine_manifest_sha256="")
         return GeneratedPicture(buffer.getvalue(), params, {"total_s": time.perf_counter() - start})
-
-
-def load_engine(engines: str | Path, provider: str = "cpu", **settings) -> EngineGenerator:
-    """An export folder as a picture generator (verified against its manifest); `settings`: EngineGenerator's."""
-    return EngineGenerator(SDPipeline.from_export(engines, provider=provider), provider=provider, **settings)

@@ -32,6 +32,12 @@ time_scale = 0.0
 [design]
 trials_per_condition = 2
 practice_trials = 1
+[safety]
+# The demo's engine has random weights: its pictures are noise, and its CLIP zero-shot valence of noise is 0.2-0.57
+# below the stimuli's, its red share up to 0.06 above (measured on the 48 synthetic stimuli, docs/wiring.md). These
+# thresholds let noise through and still block a picture that turns red or dark; a study keeps the defaults.
+max_valence_drop = 0.6
+max_red_share_increase = 0.1
 """
 
 

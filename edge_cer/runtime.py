@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_cer.engine import PlaceholderGenerator, load_engine
+from edge_cer.backends import PROVIDERS
+from edge_cer.engine import EngineGenerator, PlaceholderGenerator
 from edge_cer.errors import EdgeCerError
 from edge_cer.live.speaking import LivePipeline
+from edge_cer.pipeline import SDPipeline
 from edge_cer.session.protocol import Protocol
-
-PROVIDERS = ("cpu", "cuda", "tensorrt", "trt-native")
 
 
 @dataclass
@@ -57,6 +57,17 @@ class Runtime:
             self.recognizer.decode(stream)
             self.recognizer.finish(stream)
 
+    def with_protocol(self, protocol: Protocol) -> Runtime:
+        """The same loaded parts for another protocol (a resumed session keeps the one it began with)."""
+        if protocol.text == self.protocol.text:
+            return self
+        self.close()
+        generator = self.generator
+        if isinstance(generator, EngineGenerator):
+            generator = _engine_settings(generator.pipeline, protocol, self.provider)
+        return Runtime(protocol, generator, self.recognizer, LivePipeline(generator, self.recognizer, protocol),
+                       self.provider)
+
     def close(self) -> None:
         self.live.close()
 
@@ -74,9 +85,7 @@ def build_runtime(protocol: Protocol, *, engines: Path | str | None = None, asr:
             raise EdgeCerError(f"{option} {folder}: no such folder")
     if generator is None and protocol.uses_ai_feedback:
         if engines is not None:
-            g = protocol.generation
-            generator = load_engine(engines, provider, guidance=g.guidance, scheduler=g.scheduler or None,
-                                    negative_prompt=protocol.prompt.negative_prompt or None)
+            generator = _engine_settings(SDPipeline.from_export(engines, provider=provider), protocol, provider)
         elif placeholder:
             generator = PlaceholderGenerator()
         else:
@@ -87,3 +96,10 @@ def build_runtime(protocol: Protocol, *, engines: Path | str | None = None, asr:
 
         recognizer = create_recognizer(asr)
     return Runtime(protocol, generator, recognizer, LivePipeline(generator, recognizer, protocol), provider)
+
+
+def _engine_settings(pipeline: SDPipeline, protocol: Protocol, provider: str) -> EngineGenerator:
+    """The protocol's fixed generation settings bound to the engine (the per-trial ones travel with each call)."""
+    g = protocol.generation
+    return EngineGenerator(pipeline, guidance=g.guidance, negative_prompt=protocol.prompt.negative_prompt or None,
+                           scheduler=g.scheduler or None, provider=provider)

@@ -36,16 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "trial_measures.csv")
     parser.add_argument("--stimuli", type=Path, default=None,
                         help="directory of stimulus images named <stimulus_id>.png/.jpg; used only for SSIM")
+    parser.add_argument("--intention-to-treat", action="store_true",
+                        help="analyse every AI-feedback trial as AI feedback, also those that showed no picture "
+                             "(default: AI feedback means a picture was shown; the others are counted and left out)")
 
 
 def run(args: argparse.Namespace) -> int:
-    results = analyze(args.data_dir, args.out, stimuli_dir=args.stimuli)
+    results = analyze(args.data_dir, args.out, stimuli_dir=args.stimuli, intention_to_treat=args.intention_to_treat)
     print(f"{results['n_participants']} participants, {results['n_trials']} trials analysed; "
           f"report: {args.out / REPORT_FILE}, statistics: {args.out / RESULTS_FILE}")
     return 0
 
 
-def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> dict:
+def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None, intention_to_treat: bool = False) -> dict:
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if stimuli_dir is not None and not Path(stimuli_dir).is_dir():
         raise EdgeCerError(f"--stimuli {stimuli_dir}: not a directory of stimulus images")
@@ -62,6 +65,12 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> d
         raise EdgeCerError(f"{data_dir / 'trials.csv'}: no completed non-practice trial with both ratings")
     excluded = {"practice": int(practice.sum()), "not_completed": int(not_completed.sum()),
                 "missing_rating": int((~practice & ~not_completed & ~rated).sum())}
+    #    AI feedback means a picture was shown (per protocol), unless intention to treat is asked for: AI trials
+    #    whose picture was blocked, late or not made are counted, with their reasons, and left out.
+    ai_pictures = picture_counts(kept, intention_to_treat)
+    if not intention_to_treat:
+        kept = kept[~((kept["feedback"] == "ai") & (kept["picture_shown"] == 0))]
+        excluded["ai_without_picture"] = ai_pictures["not_shown"]
 
     # 3. Per-trial measures the session did not record: text valence (VADER; AFINN as the robustness check),
     #    picture proxies from the picture file, alignment, relief.
@@ -89,7 +98,7 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> d
     complete = cells.groupby("participant")["relief"].count().loc[lambda n: n == n_cells].index
     cells = cells[cells["participant"].isin(complete)]
     results = {"data_dir": str(data_dir), "n_participants": int(kept["participant"].nunique()),
-               "n_trials": len(kept), "excluded_trials": excluded, "factors": factors,
+               "n_trials": len(kept), "excluded_trials": excluded, "ai_pictures": ai_pictures, "factors": factors,
                "design_conditions": sorted(design["condition"].unique()),
                "n_complete_participants": len(complete)}
 
@@ -145,6 +154,18 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> d
     (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2, allow_nan=False))
     report.write(out_dir / REPORT_FILE, results, kept)
     return results
+
+
+def picture_counts(trials: pd.DataFrame, intention_to_treat: bool) -> dict:
+    """How many AI-feedback trials showed a picture, and why the others did not (picture_shown missing, as in data
+    recorded before it existed, counts as shown)."""
+    ai = trials[trials["feedback"] == "ai"]
+    missing = ai[ai["picture_shown"] == 0]
+    reasons = missing["no_picture_reason"].astype("string").fillna("not recorded").str.split(":").str[0].value_counts()
+    return {"ai_trials": len(ai), "shown": len(ai) - len(missing), "not_shown": len(missing),
+            "reasons": {str(k): int(v) for k, v in reasons.items()},
+            "analysed_as": "intention to treat: every AI-feedback trial" if intention_to_treat else
+            "per protocol: AI-feedback trials that showed a picture"}
 
 
 def coded(factor: str, data: pd.DataFrame) -> str:

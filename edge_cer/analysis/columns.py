@@ -22,7 +22,11 @@ TRIAL_COLUMNS: tuple[str, ...] = TIDY_COLUMNS
 
 # Everything else is read as a number; identifiers stay strings so "007" is not participant 7.
 TEXT_COLUMNS = ("participant", "session", "strategy", "feedback", "stimulus_id", "transcript", "picture_file",
-                "picture_sha256", "engine_manifest_sha256", "status")  # fmt: skip
+                "picture_sha256", "engine_manifest_sha256", "status", "transcript_source", "feedback_source",
+                "no_picture_reason", "prompt", "negative_prompt", "scheduler", "engine", "provider",
+                "safety_reason")  # fmt: skip
+# Added with session schema 3 (what was shown, provenance, feedback timing): missing in older files, read as empty.
+RECORD_COLUMNS = TRIAL_COLUMNS[TRIAL_COLUMNS.index("picture_shown"):]
 ALLOWED = {"strategy": STRATEGIES, "feedback": FEEDBACK, "status": TRIAL_STATUSES, "practice": (0, 1)}
 
 
@@ -32,11 +36,12 @@ def read_trials(data_dir: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise EdgeCerError(f"{path}: not found; run a session into {data_dir} or `edge-cer simulate --out {data_dir}`")
     header = pd.read_csv(path, nrows=0).columns.tolist()
-    missing = [c for c in TRIAL_COLUMNS if c not in header]
+    missing = [c for c in TRIAL_COLUMNS if c not in header and c not in RECORD_COLUMNS]
     if missing:
         raise EdgeCerError(f"{path}: missing column(s) {', '.join(missing)}; the header must be: {','.join(TRIAL_COLUMNS)}")
     trials = pd.read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
                          na_values={c: [""] for c in TRIAL_COLUMNS})
+    trials = trials.reindex(columns=list(dict.fromkeys([*trials.columns, *TRIAL_COLUMNS])))
     for column in TRIAL_COLUMNS:
         if column in TEXT_COLUMNS:
             continue
@@ -58,5 +63,5 @@ def write_trials(trials: pd.DataFrame, data_dir: str | Path) -> Path:
     """Writes the columns in contract order; NaN becomes an empty cell."""
     path = Path(data_dir) / TRIALS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    trials.loc[:, list(TRIAL_COLUMNS)].to_csv(path, index=False, na_rep="")
+    trials.reindex(columns=list(TRIAL_COLUMNS)).to_csv(path, index=False, na_rep="")
     return path

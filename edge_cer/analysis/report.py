@@ -25,6 +25,7 @@ def write(path: Path, results: dict, trials: pd.DataFrame) -> None:
         f"<h1>edge-cer analysis</h1><p>{html.escape(results['data_dir'])}: {results['n_participants']} "
         f"participants, {results['n_trials']} trials analysed; excluded: {_inline(results['excluded_trials'])}. "
         "Relief = rating_pre - rating_post (negative affect, 1-9): higher is better.</p>",
+        _pictures_line(results["ai_pictures"]),
         _section("Relief per condition", results["condition_means"], ["strategy", "feedback", "n", "mean", "ci_low",
                                                                        "ci_high"]),
         _figure(_condition_plot(results["condition_means"]["rows"])),
@@ -46,6 +47,12 @@ def write(path: Path, results: dict, trials: pd.DataFrame) -> None:
     ]
     path.write_text(f"<!doctype html><html><head><meta charset=utf-8><title>edge-cer analysis</title>"
                     f"<style>{STYLE}</style></head><body>{''.join(s for s in sections if s)}</body></html>")
+
+
+def _pictures_line(counts: dict) -> str:
+    reasons = f" ({html.escape(_inline(counts['reasons']))})" if counts["reasons"] else ""
+    return (f"<p>AI-feedback trials that showed a picture: {counts['shown']} of {counts['ai_trials']}; "
+            f"without a picture: {counts['not_shown']}{reasons}. Analysed as {html.escape(counts['analysed_as'])}.</p>")
 
 
 def _section(title: str, block: dict, columns: list[str], rows_key: str = "rows") -> str:

@@ -208,5 +208,5 @@ def simulate(*, participants: int, effects: dict[str, float], look_baseline: boo
         "design": {"participants": participants, "conditions": [f"{s}/{f}" for s, f in cells],
                    "trials_per_cell": trials_per_cell, "stimuli": stimuli, "practice_trials": DESIGN.practice_trials, "skip_rate": SKIP_RATE, "seed": seed},
     }
-    return trials[list(TRIAL_COLUMNS)], truth
+    return trials.reindex(columns=list(TRIAL_COLUMNS)), truth
 

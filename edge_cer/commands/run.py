@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from edge_cer.errors import EdgeCerError
-from edge_cer.runtime import PROVIDERS
+from edge_cer.backends import PROVIDERS
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:

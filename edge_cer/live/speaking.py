@@ -99,7 +99,8 @@ class LivePipeline:
         self.prompt = PromptBuilder(protocol.prompt)
         fallback = "best_ready" if protocol.live.on_deadline == "best" else "none"
         self.scorer = PictureScorer(generator)
-        self.policy = policy or SafetyPolicy(fallback=fallback, blocked_concepts=self.scorer.concepts)
+        self.policy = policy or SafetyPolicy(fallback=fallback, blocked_concepts=self.scorer.concepts,
+                                             **dataclasses.asdict(protocol.safety))
         self._trials: dict[int, LiveTrial] = {}
         self._lock = threading.Lock()
 
@@ -110,7 +111,7 @@ class LivePipeline:
                 self._trials.pop(number).close()  # stops at the engine's next step
             if trial.condition.feedback != "ai" or self.generator is None:
                 return None
-            if trial.trial not in self._trials:
+            if trial.trial not in self._trials or self._trials[trial.trial].closed:
                 self._trials[trial.trial] = LiveTrial(
                     self.generator, trial.stimulus.path, seed=trial.seed, generation=self.protocol.generation,
                     prompt=self.prompt, live=self.protocol.live, policy=self.policy, scorer=self.scorer, clock=clock)

@@ -149,6 +149,11 @@ class LiveTrial:
                 self._cond.notify_all()
             return self._outcome
 
+    @property
+    def closed(self) -> bool:
+        """Its outcome is decided or it was closed: a repeated speaking window (after a pause) needs a new trial."""
+        return self._closed or self._outcome is not None
+
     def close(self, timeout: float | None = None) -> None:
         """Cancel whatever runs and wait for the worker (it stops at the engine's next step)."""
         with self._cond:

@@ -114,6 +114,18 @@ class Live:
 
 
 @dataclass(frozen=True)
+class Safety:
+    """The safety gate's thresholds (edge_cer.affect.safety): a picture more negative or redder than its stimulus by
+    more than these is regenerated with the next seed, `max_attempts` times at most, then the `[live] on_deadline`
+    fallback is shown. Scores: CLIP zero-shot valence in [-1, 1] when the engine carries it, else pixel proxies."""
+
+    max_valence_drop: float = 0.0  # a supportive picture must never be more negative than the stimulus
+    max_red_share_increase: float = 0.05  # blood and fire read as red; 5 points of the frame is above resampling noise
+    concept_threshold: float = 0.3  # CLIP softmax probability of a blocked concept (blood, injury, weapon, body)
+    max_attempts: int = 3  # ~1 s per generation on the target GPU: 3 tries fit the feedback deadline
+
+
+@dataclass(frozen=True)
 class Instructions:
     welcome: str = (
         "You will see pictures, some of them unpleasant. After each picture a word tells you what to do, "
@@ -140,6 +152,7 @@ class Protocol:
     generation: Generation = field(default_factory=Generation)
     prompt: PromptSettings = field(default_factory=PromptSettings)
     live: Live = field(default_factory=Live)
+    safety: Safety = field(default_factory=Safety)
     instructions: Instructions = field(default_factory=Instructions)
     source: str = "<default>"  # where it was read from (not a TOML key)
     text: str = ""  # the exact TOML text, stored in every session database (not a TOML key)
@@ -280,3 +293,7 @@ def _check(p: Protocol) -> None:
         refuse("[live]", f"debounce_s={lv.debounce_s}, deadline_s={lv.deadline_s}", "need debounce_s >= 0 and deadline_s > 0")
     if lv.on_deadline not in ("best", "none"):
         refuse("[live] on_deadline", f"= {lv.on_deadline!r}", 'use "best" or "none"')
+    sf = p.safety
+    if sf.max_valence_drop < 0 or sf.max_red_share_increase < 0 or not 0 < sf.concept_threshold <= 1 or sf.max_attempts < 1:
+        refuse("[safety]", f"= {dataclasses.asdict(sf)}",
+               "need drops >= 0, 0 < concept_threshold <= 1 and max_attempts >= 1")
