@@ -38,7 +38,7 @@ def test_a_blocked_picture_is_regenerated_with_the_next_seed_and_that_seed_is_re
         retried = planned[t["trial"]] % 2 == 0
         assert t["picture_shown"] == 1 and t["safety_blocked"] == int(retried)
         assert t["seed"] == planned[t["trial"]] + retried, "the seed that made the shown picture"
-        assert ("valence" in t["safety_reason"]) if retried else t["safety_reason"] is None
+        assert ("red share" in t["safety_reason"]) if retried else t["safety_reason"] is None
 
 
 def test_a_session_never_stores_a_blocked_picture(tmp_path):

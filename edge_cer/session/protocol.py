@@ -86,7 +86,7 @@ class Generation:
 
 @dataclass(frozen=True)
 class PromptSettings:
-    """How a spoken reappraisal becomes the picture prompt (edge_cer.live.prompt); the prompt is recorded per trial."""
+    """How a spoken reappraisal becomes the picture prompt (edge_cer.session.prompt); the prompt is recorded per trial."""
 
     template: str = "{transcript}"  # e.g. "a photo, {transcript}"; holds {transcript} exactly once
     # Hesitations carry no picture content; whole words and phrases, case-insensitive ("like" is left alone: it is
