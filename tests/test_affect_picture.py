@@ -82,3 +82,16 @@ def test_clip_zero_shot_refuses_an_inconsistent_manifest():
         ClipZeroShot.from_manifest({"prompts": ["a"]})
     with pytest.raises(ValueError, match="width"):
         ClipZeroShot.from_manifest({"prompts": ["a"], "valence": [0], "text_embeds": [[1.0, 0.0]]}).valence([[1.0]])
+
+
+def test_hsv_equals_matplotlib():
+    """The gate's HSV (no matplotlib import in a session) is matplotlib's, on random pixels and on greys/primaries."""
+    from matplotlib.colors import rgb_to_hsv as reference
+
+    from edge_cer.affect.picture import rgb_to_hsv
+
+    rng = np.random.default_rng(0)
+    pixels = np.concatenate([rng.random((64, 64, 3), dtype=np.float32).reshape(-1, 3),
+                             np.array([[0, 0, 0], [1, 1, 1], [0.5, 0.5, 0.5], [1, 0, 0], [0, 1, 0], [0, 0, 1],
+                                       [1, 1, 0], [1, 0, 1], [0.2, 0.2, 0.7]], np.float32)])
+    np.testing.assert_allclose(rgb_to_hsv(pixels), reference(pixels), atol=1e-6)

@@ -26,9 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.colors import rgb_to_hsv
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 from edge_cer.errors import EdgeCerError
 
@@ -95,6 +93,20 @@ def as_rgb(picture: np.ndarray | Image.Image) -> np.ndarray:
     return rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
 
 
+def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] -> HSV in [0, 1], the hexcone model as matplotlib.colors.rgb_to_hsv computes it (a test holds
+    them equal). Here because the safety gate scores every picture a session shows, and importing matplotlib for
+    this alone costs a session's first trial 0.3-0.4 s."""
+    value, low = rgb.max(-1), rgb.min(-1)
+    delta = value - low
+    safe = np.where(delta > 0, delta, 1.0)
+    r, g, b = (rgb[..., i] for i in range(3))
+    sector = np.select([r == value, g == value], [(g - b) / safe, 2.0 + (b - r) / safe], 4.0 + (r - g) / safe)
+    hue = np.where(delta > 0, sector / 6.0 % 1.0, 0.0)
+    saturation = np.where(value > 0, delta / np.where(value > 0, value, 1.0), 0.0)
+    return np.stack([hue, saturation, value], axis=-1).astype(rgb.dtype)
+
+
 def picture_proxies(picture: np.ndarray | Image.Image) -> PictureProxies:
     rgb = as_rgb(picture)
     hsv = rgb_to_hsv(np.clip(rgb, 0.0, 1.0))
@@ -142,6 +154,7 @@ def ssim(reference: np.ndarray | Image.Image, picture: np.ndarray | Image.Image)
         )
         pic = as_rgb(resized)
     x, y = _luminance(ref).astype(np.float64), _luminance(pic).astype(np.float64)
+    from scipy.ndimage import gaussian_filter  # only the analysis needs SSIM; sessions start without scipy
 
     def blur(a: np.ndarray) -> np.ndarray:
         return gaussian_filter(a, SSIM_SIGMA, truncate=SSIM_TRUNCATE)
