@@ -12,8 +12,8 @@ from edge_cer.cli import COMMANDS
 ROOT = Path(edge_cer.__file__).parent
 # Highest first. A module belongs to the first layer whose prefix it has; anything else is the engine (layer 0).
 LAYERS = (
-    ("commands", ("edge_cer.cli", "edge_cer.commands", "edge_cer.tui", "edge_cer.bench", "export",
-                  *(module for module, _ in COMMANDS.values()))),
+    ("commands", ("edge_cer.__main__", "edge_cer.cli", "edge_cer.commands", "edge_cer.tui", "edge_cer.bench",
+                  "edge_cer.api", "export", *(module for module, _ in COMMANDS.values()))),
     ("runtime", ("edge_cer.runtime", "edge_cer.headless")),
     ("live", ("edge_cer.live",)),
     ("analysis", ("edge_cer.analysis",)),

@@ -94,17 +94,16 @@ def as_rgb(picture: np.ndarray | Image.Image) -> np.ndarray:
 
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    """RGB in [0, 1] -> HSV in [0, 1], the hexcone model as matplotlib.colors.rgb_to_hsv computes it (a test holds
-    them equal). Here because the safety gate scores every picture a session shows, and importing matplotlib for
-    this alone costs a session's first trial 0.3-0.4 s."""
-    value, low = rgb.max(-1), rgb.min(-1)
-    delta = value - low
-    safe = np.where(delta > 0, delta, 1.0)
-    r, g, b = (rgb[..., i] for i in range(3))
-    sector = np.select([r == value, g == value], [(g - b) / safe, 2.0 + (b - r) / safe], 4.0 + (r - g) / safe)
-    hue = np.where(delta > 0, sector / 6.0 % 1.0, 0.0)
-    saturation = np.where(value > 0, delta / np.where(value > 0, value, 1.0), 0.0)
-    return np.stack([hue, saturation, value], axis=-1).astype(rgb.dtype)
+    """RGB in [0, 1] (..., 3) -> HSV in [0, 1] (hue as a fraction of the circle), as matplotlib.colors.rgb_to_hsv:
+    grey pixels have hue 0 and black ones saturation 0."""
+    value = rgb.max(axis=-1)
+    delta = value - rgb.min(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        saturation = np.where(value > 0, delta / value, 0.0)
+        r, g, b = (rgb[..., i] for i in range(3))
+        hue = np.select([delta == 0, r == value, g == value],
+                        [0.0, (g - b) / delta, 2.0 + (b - r) / delta], 4.0 + (r - g) / delta)
+    return np.stack([(hue / 6.0) % 1.0, saturation, value], axis=-1).astype(rgb.dtype)
 
 
 def picture_proxies(picture: np.ndarray | Image.Image) -> PictureProxies:
@@ -154,7 +153,8 @@ def ssim(reference: np.ndarray | Image.Image, picture: np.ndarray | Image.Image)
         )
         pic = as_rgb(resized)
     x, y = _luminance(ref).astype(np.float64), _luminance(pic).astype(np.float64)
-    from scipy.ndimage import gaussian_filter  # only the analysis needs SSIM; sessions start without scipy
+
+    from scipy.ndimage import gaussian_filter  # only the analysis needs SSIM: a session starts without scipy
 
     def blur(a: np.ndarray) -> np.ndarray:
         return gaussian_filter(a, SSIM_SIGMA, truncate=SSIM_TRUNCATE)
