@@ -8,7 +8,7 @@ import pytest
 
 from edge_cer.affect.safety import SafetyPolicy
 from edge_cer.live.trial import NS
-from edge_cer.session.generation import GeneratedPicture
+from edge_cer.engine import GeneratedPicture
 from edge_cer.session.protocol import Live
 from tests.live_helpers import CALM, DARK_RED, StepGenerator, make_trial, stimulus
 
