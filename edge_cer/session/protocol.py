@@ -113,6 +113,11 @@ class Live:
     # A partial must stand this long before a speculative generation starts (or a running one is cancelled for it):
     # partials change every few hundred ms mid-sentence, so generations start at pauses, not on every word.
     debounce_s: float = 0.3
+    # The speaking turn ends after this much silence following the recogniser's last final; speech within it
+    # continues the turn. The voice detector ends utterances at 0.3 s pauses, so commas split a sentence into finals
+    # (espeak's comma pause: 0.48 s; people pause longer): ending at the first final loses the rest. It costs up to
+    # this minus ~0.4 s (the final's own delay) on speech end -> picture; a picture started at the final hides that.
+    end_of_turn_s: float = 1.0
     # The feedback picture is due at most this long after the end of speech (or at the final transcript, when the
     # recogniser is later). Real compute time: not multiplied by time_scale.
     deadline_s: float = 3.0
@@ -315,6 +320,8 @@ def _check(p: Protocol) -> None:
     lv = p.live
     if not 0 <= lv.debounce_s <= MAX_PHASE_S or not 0 < lv.deadline_s <= MAX_PHASE_S:
         refuse("[live]", f"debounce_s={lv.debounce_s}, deadline_s={lv.deadline_s}", "need debounce_s >= 0 and deadline_s > 0")
+    if not 0 <= lv.end_of_turn_s <= MAX_PHASE_S:
+        refuse("[live] end_of_turn_s", f"= {lv.end_of_turn_s}", f"use 0 to {MAX_PHASE_S} seconds of silence, e.g. 1.0")
     if lv.on_deadline not in ("best", "none"):
         refuse("[live] on_deadline", f"= {lv.on_deadline!r}", 'use "best" or "none"')
     sf = p.safety
