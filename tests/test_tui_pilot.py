@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edge_cer.session.data import read_session
+from edge_cer.session.protocol import Live
 from edge_cer.speech import recognizer as speech_recognizer
 from tests.live_helpers import ScriptedRecognizer
 from tests.tui_helpers import make_app
@@ -193,6 +194,6 @@ async def test_live_speech_partials_and_final_reach_the_session(tmp_path, monkey
     assert trials[0]["transcript"] == "they are only actors" and trials[0]["picture_file"]
     assert any(e["kind"] == "partial" and json.loads(e["detail"])["text"] == "they are" for e in events)
     # The recogniser's endpoint on the phase clock (audio time 0: when listening started, just after the onset);
-    # the turn ended end_of_turn_s (1 s) of silence later.
+    # the turn ended end_of_turn_s of silence later.
     assert trials[0]["speech_end_s"] == pytest.approx(0.25, abs=0.05)
-    assert trials[0]["transcript_final_s"] >= trials[0]["speech_end_s"] + 1.0
+    assert trials[0]["transcript_final_s"] >= trials[0]["speech_end_s"] + Live().end_of_turn_s
