@@ -8,8 +8,8 @@ Every ONNX Runtime provider is really tried: a one-node model is opened with tha
 once, and the session's own provider list is checked, because onnxruntime falls back to CPU silently.
 Each --asr folder is verified, loaded and run on a second of silence. Every probe reports its own failure in
 its own row (one line, however long the library's message): the doctor itself never stops with a traceback.
-Exit status 1 when an --engines or --asr folder is broken (missing files, hash mismatch, not an export), or, with
---verdict, when an engines folder runs on no backend here.
+Exit status 2 when an --engines or --asr path is not a folder (a user error, one line); 1 when a folder is broken
+(missing files, hash mismatch, not an export), or, with --verdict, when an engines folder runs on no backend here.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    for option, folders in (("--engines", args.engines), ("--asr", args.asr)):
+        for folder in folders:
+            if not folder.is_dir():
+                raise EdgeCerError(f"{option} {folder}: no such folder; give the folder `edge-cer export "
+                                   f"{'sd' if option == '--engines' else 'asr'}` wrote")
     report = collect(args.engines, args.asr)
     if args.verdict:
         ready, line = verdict(report)

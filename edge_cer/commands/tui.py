@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge_cer.headless import repair_exports
     from edge_cer.session.protocol import load_protocol
     from edge_cer.session.stimuli import load_stimuli
     from edge_cer.tui.app import CerApp, TuiOptions
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         pictures=args.pictures,
         participant=args.participant, key_file=args.key_file, min_free_bytes=int(args.min_free_mb * 1e6),
     )
+    repair_exports(args.data)  # a kill during an earlier export is repaired before this session starts
     summary = CerApp(options).run()
     print(json.dumps(summary, indent=2))
     return 0
