@@ -23,12 +23,17 @@ def load_image(path: str | Path) -> Image.Image:
         raise EdgeCerError(f"{path}: no such picture")
     if path.stat().st_size == 0:
         raise EdgeCerError(f"{path}: empty file (0 bytes); re-copy the picture")
+    return decode_image(path, str(path))
+
+
+def decode_image(source, name: str) -> Image.Image:
+    """`load_image` of a path or a binary file object (a picture sent to `edge-cer serve`); `name` for errors."""
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             im.load()
             return ImageOps.exif_transpose(im).convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise EdgeCerError(f"{path}: not a readable picture ({exc}); re-export it as PNG or JPEG") from exc
+        raise EdgeCerError(f"{name}: not a readable picture ({exc}); re-export it as PNG or JPEG") from exc
 
 
 def init_image(image: Image.Image, height: int, width: int) -> np.ndarray:

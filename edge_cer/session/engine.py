@@ -31,7 +31,7 @@ from edge_cer.errors import EdgeCerError
 from edge_cer.live.prompt import PromptBuilder
 from edge_cer.session.counterbalance import PlannedTrial
 from edge_cer.session.data import ANNOTATION_COLUMNS, LIVE_COLUMNS, SessionStore
-from edge_cer.session.generation import GeneratedPicture, PictureGenerator, Transcriber
+from edge_cer.session.generation import GeneratedPicture, GeneratorLost, PictureGenerator, Transcriber
 from edge_cer.session.protocol import Protocol
 
 NS = 1_000_000_000
@@ -274,6 +274,8 @@ class Session:
         try:
             picture = self.generator.generate(trial.stimulus.path, prompt, seed=trial.seed, strength=g.strength,
                                               ip_scale=g.ip_scale, steps=g.steps)
+        except GeneratorLost:
+            raise
         except Exception as exc:  # a failed generation must not stall the trial clock or lose the trial
             self._record["note"] = f"generation failed: {exc}"
             self.store.log_event(self.attempt, trial.trial, "feedback", "no_picture", self.clock.now_ns(),
