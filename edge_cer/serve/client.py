@@ -22,15 +22,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edge_cer.errors import EdgeCerError
+from edge_cer.errors import EdgeCerError, GeneratorLost
 from edge_cer.manifest import ExportManifest
 from edge_cer.serve.protocol import (
     CLIP_EMBEDS, GENERATE, INFO, INPUTS, OUTPUTS, PRECOMPUTE, UNKNOWN_STIMULUS, dumps, first, loads, to_bytes_tensor,
 )
-from edge_cer.session.generation import GeneratedPicture, GeneratorLost
+from edge_cer.session.generation import GeneratedPicture
 
 RETRYABLE = ("StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED")  # down, restarting, or its queue is full
-CANCEL_POLL_S = 0.05
+CANCEL_POLL_S = 0.05  # how often a running call asks `callback_on_step_end` whether it is still wanted
+HEALTH_EVERY_S, HEALTH_TIMEOUT_S = 1.0, 2.0  # a running call checks that the server still answers
+LOST_AFTER_S = 10.0  # a stopping server drains (edge-cer serve --drain-s); one unready longer than this is gone
 
 
 def grpc_address(url: str) -> str:
@@ -156,23 +158,48 @@ class RemoteGenerator:
         return record, payload
 
     def _infer(self, model, inputs, outputs, timeout_s, stop):
+        """The call, watched: cancelled when `stop()` says so; `GeneratorLost` when the server stops answering
+        health checks (or stays unready past `LOST_AFTER_S`) while the picture is being made, as a server whose
+        process died mid-request does; its connection may stay open until the call's own deadline."""
+        if stop is not None and stop():
+            return None
         # `timeout` (µs) is Triton's queue deadline: a request the client no longer waits for is not started.
-        options = dict(outputs=outputs, client_timeout=timeout_s, timeout=round(timeout_s * 1e6))
-        if stop is None:
-            return self._client.infer(model, inputs, **options)
         done = queue.Queue(maxsize=1)
-        call = self._client.async_infer(model, inputs, lambda result, error: done.put((result, error)), **options)
+        call = self._client.async_infer(model, inputs, lambda result, error: done.put((result, error)),
+                                        outputs=outputs, client_timeout=timeout_s, timeout=round(timeout_s * 1e6))
+        next_check, unready_since = time.monotonic() + HEALTH_EVERY_S, None
         while True:
             try:
                 result, error = done.get(timeout=CANCEL_POLL_S)
             except queue.Empty:
-                if stop():
+                if stop is not None and stop():
                     call.cancel()
                     return None
+                if time.monotonic() >= next_check:
+                    unready_since = self._check_health(call, unready_since)
+                    next_check = time.monotonic() + HEALTH_EVERY_S
                 continue
             if error is not None:
                 raise error
             return result
+
+    def _check_health(self, call, unready_since: float | None) -> float | None:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            ready = self._client.is_server_ready(client_timeout=HEALTH_TIMEOUT_S)
+        except InferenceServerException as exc:
+            call.cancel()
+            raise GeneratorLost(f"{self.url}: the server stopped answering during a request ({exc.status()}); "
+                                "start `edge-cer serve` again, then continue the session with --resume") from None
+        now = time.monotonic()
+        if ready:
+            return None
+        if unready_since is not None and now - unready_since > LOST_AFTER_S:
+            call.cancel()
+            raise GeneratorLost(f"{self.url}: the server has not been ready for {LOST_AFTER_S:g} s during a request; "
+                                "start `edge-cer serve` again, then continue the session with --resume")
+        return unready_since or now
 
 
 class _Refused(Exception):

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edge_cer.errors import EdgeCerError
+from edge_cer.errors import EdgeCerError, GeneratorLost
 from edge_cer.live.prompt import PromptBuilder
 from edge_cer.session.counterbalance import PlannedTrial
 from edge_cer.session.data import ANNOTATION_COLUMNS, LIVE_COLUMNS, SessionStore
-from edge_cer.session.generation import GeneratedPicture, GeneratorLost, PictureGenerator, Transcriber
+from edge_cer.session.generation import GeneratedPicture, PictureGenerator, Transcriber
 from edge_cer.session.protocol import Protocol
 
 NS = 1_000_000_000

@@ -14,8 +14,6 @@ from typing import Protocol
 
 from PIL import Image, ImageDraw, ImageOps
 
-from edge_cer.errors import EdgeCerError
-
 
 @dataclass(frozen=True)
 class GeneratedPicture:
@@ -26,11 +24,6 @@ class GeneratedPicture:
 
     def png_bytes(self) -> bytes:
         return self.png if self.png is not None else Path(self.path).read_bytes()
-
-
-class GeneratorLost(EdgeCerError):
-    """The generator can make no more pictures (its server is gone): the session stops, resumable with --resume,
-    rather than record every later AI trial without a picture."""
 
 
 class PictureGenerator(Protocol):

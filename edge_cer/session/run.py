@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--participant", required=True, help="the lab's participant code, e.g. P017 (never a name)")
     parser.add_argument("--data", type=Path, required=True, help="data folder (one per study)")
     parser.add_argument("--engines", type=Path, help="picture engine folder; required for AI-feedback conditions")
+    parser.add_argument("--server", help="grpc://HOST:PORT of `edge-cer serve` (or Triton serving `edge-cer export "
+                        "triton-repo`): pictures are made there instead of with local --engines (docs/serve.md)")
     parser.add_argument("--asr", type=Path, help="speech recogniser folder; required when the script gives WAV files. "
                         "With --engines the WAV trials run live: streamed through the recogniser with speculative "
                         "generation (docs/live.md)")
@@ -59,11 +61,19 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeCerError("--scripted FILE is required for a headless run; a live participant uses `edge-cer tui`")
     participant = ScriptedParticipant.from_file(args.scripted)
     protocol = load_protocol(args.protocol) if args.protocol else None
+    if args.server and args.engines:
+        raise EdgeCerError("--server and --engines: choose one (the server holds the engines)")
     generator = transcriber = live = None
-    if args.engines and args.asr:  # built once the session's protocol (new or resumed) is known
-        live = functools.partial(_live_pipeline, args.engines, args.asr)
+    pictures = args.server or args.engines  # a URL (str) or an engine folder (Path)
+    if pictures and args.asr:  # built once the session's protocol (new or resumed) is known
+        live = functools.partial(_live_pipeline, pictures, args.asr)
     else:
-        generator = _load(args.engines, "edge_cer.engine", "load_generator", "--engines") if args.engines else None
+        if args.server:
+            from edge_cer.serve.client import connect
+
+            generator = connect(args.server)
+        elif args.engines:
+            generator = _load(args.engines, "edge_cer.engine", "load_generator", "--engines")
         transcriber = _load(args.asr, "edge_cer.speech.transcribe", "load_transcriber", "--asr") if args.asr else None
     summary = run_session(
         participant, args.participant, args.data, protocol=protocol, stimuli=args.stimuli, norms=args.norms,
@@ -85,12 +95,14 @@ def _load(folder: Path, module: str, factory: str, option: str):
         ) from exc
 
 
-def _live_pipeline(engines: Path, asr: Path, protocol: Protocol):
+def _live_pipeline(pictures: Path | str, asr: Path, protocol: Protocol):
     from edge_cer.engine import load_generator
     from edge_cer.live.pipeline import LivePipeline
+    from edge_cer.serve.client import connect
     from edge_cer.speech.recognizer import create_recognizer
 
-    generator = load_generator(engines, negative_prompt=protocol.prompt.negative_prompt or None)
+    load = connect if isinstance(pictures, str) else load_generator  # --server URL or --engines folder
+    generator = load(pictures, negative_prompt=protocol.prompt.negative_prompt or None)
     return LivePipeline(generator, create_recognizer(asr), protocol)
 
 

@@ -53,6 +53,7 @@ class TuiOptions:
     protocol: Protocol | None = None
     stimuli: StimulusSet | None = None
     engines: Path | None = None  # the picture engine folder (edge_cer.engine.load_generator)
+    server: str | None = None  # grpc://HOST:PORT of `edge-cer serve`, instead of engines (edge_cer.serve.client)
     placeholder: bool = False  # no engine: AI-feedback trials get PlaceholderGenerator pictures (not AI)
     asr: Path | None = None  # the speech recogniser folder; without it the reappraisal is typed
     typing: bool = False  # type even with a recogniser and a microphone
@@ -120,7 +121,8 @@ class CerApp(App[dict]):
     def _show_facts(self) -> None:
         p, o = self.protocol, self.options
         conditions = ", ".join(c.label for c in p.conditions)
-        engine = "placeholder pictures (not AI)" if o.placeholder else (f"{o.engines.name}" if o.engines else "none")
+        engine = o.engines.name if o.engines else o.server or "none"
+        engine = "placeholder pictures (not AI)" if o.placeholder else engine
         self._setup().facts = (
             ("protocol", f"{p.name}: {p.design.trials_per_condition} trials x {conditions}"),
             ("stimuli", "synthetic (never for research)" if self.stimuli is None or self.stimuli.synthetic
@@ -179,6 +181,10 @@ class CerApp(App[dict]):
             from edge_cer.engine import load_generator
 
             return load_generator(self.options.engines)
+        if self.options.server is not None:
+            from edge_cer.serve.client import connect
+
+            return connect(self.options.server)
         if self.options.placeholder:
             return PlaceholderGenerator()
         raise EdgeCerError(f"{self.protocol.source}: has AI-feedback conditions; pass --engines DIR "

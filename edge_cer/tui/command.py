@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--norms", type=Path, help="an IAPS-style norm table instead of STIMULI/norms.csv")
     parser.add_argument("--data", type=Path, required=True, help="data folder (one per study)")
     parser.add_argument("--engines", type=Path, help="picture engine folder; needed for AI-feedback conditions")
+    parser.add_argument("--server", help="grpc://HOST:PORT of `edge-cer serve` (or Triton serving `edge-cer export "
+                        "triton-repo`): pictures are made there instead of with local --engines (docs/serve.md)")
     parser.add_argument("--placeholder", action="store_true",
                         help="without --engines: AI-feedback trials show placeholder pictures (not AI; rehearsals)")
     parser.add_argument("--asr", type=Path, help="speech recogniser folder; without it reappraisals are typed")
@@ -41,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from edge_cer.tui.app import CerApp, TuiOptions
 
     protocol = load_protocol(args.protocol) if args.protocol else load_protocol()
-    if args.engines and args.placeholder:
-        raise EdgeCerError("--placeholder is for runs without --engines; leave one of them out")
-    if protocol.uses_ai_feedback and not (args.engines or args.placeholder):
+    if sum(map(bool, (args.engines, args.server, args.placeholder))) > 1:
+        raise EdgeCerError("--engines, --server and --placeholder: choose one picture source")
+    if protocol.uses_ai_feedback and not (args.engines or args.server or args.placeholder):
         raise EdgeCerError(f"{protocol.source}: has AI-feedback conditions, which need --engines DIR "
                            "(or --placeholder for a rehearsal with placeholder pictures)")
     for option, folder in (("--engines", args.engines), ("--asr", args.asr), ("--stimuli", args.stimuli)):
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
             raise EdgeCerError(f"{option} {folder}: no such folder")
     options = TuiOptions(
         data_dir=args.data, protocol=protocol, stimuli=load_stimuli(args.stimuli, args.norms) if args.stimuli else None,
-        engines=args.engines, placeholder=args.placeholder, asr=args.asr, typing=args.typing, pictures=args.pictures,
+        engines=args.engines, server=args.server, placeholder=args.placeholder, asr=args.asr, typing=args.typing,
+        pictures=args.pictures,
         participant=args.participant, key_file=args.key_file, min_free_bytes=int(args.min_free_mb * 1e6),
     )
     summary = CerApp(options).run()
