@@ -14,7 +14,9 @@ import argparse
 import importlib
 import sys
 
+from edge_cer import __version__
 from edge_cer.errors import EdgeCerError
+from edge_cer.extras import missing_extra_error
 
 # name -> (module, one-line help). The export stage is a separate package (torch).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,43 +29,62 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tui": ("edge_cer.tui.command", "run a CER session with a live participant in the terminal (Textual)"),
     "analyze": ("edge_cer.analysis.analyze", "study statistics and HTML report from DATA_DIR/trials.csv"),
     "simulate": ("edge_cer.analysis.simulate", "write a synthetic study with known effects (trials.csv + truth.json)"),
-    "bench": ("edge_cer.bench.cli", "per-stage latency, percentiles, memory and %% of matmul peak (--vs-torch)"),
+    "bench": ("edge_cer.bench.cli", "per-stage latency, percentiles, memory and % of matmul peak (--vs-torch)"),
+    "bundle": ("edge_cer.bundle", "one folder that installs edge-cer with no network: wheels, engines, ASR, hashes, "
+                                  "install.sh with a self-check"),
     "doctor": ("edge_cer.doctor", "what this machine offers (providers, GPU, TensorRT) and what each export needs"),
 }
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where it says something: not None or False, and not when the help already names it."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if action.default is None or action.default is False or "default" in help_text:
+            return help_text
+        return super()._get_help_string(action)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """All commands are listed; only `command`'s module is imported to add its options (so `edge-cer run` does
     not pay for pandas, nor `edge-cer --help` for anything)."""
     parser = argparse.ArgumentParser(prog="edge-cer", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"edge-cer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(
-            name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-        )
+        # help= is %-formatted by argparse, description= is printed as it is.
+        p = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text,
+                           formatter_class=HelpFormatter)
         p.set_defaults(_module=module)
         if name != command:
             continue
         # Adding arguments needs the module; a missing optional extra must not break the parser.
         try:
             importlib.import_module(module).add_arguments(p)
-        except ImportError as exc:
+        except ImportError as exc:  # reported by main() as one line, whatever the command's arguments
             p.set_defaults(_import_error=exc)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(next((a for a in argv if a in COMMANDS), None)).parse_args(argv)
+    parser = build_parser(next((a for a in argv if a in COMMANDS), None))
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and getattr(args, "_import_error", None) is None:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if getattr(args, "_import_error", None) is not None:
-            raise EdgeCerError(
-                f"`edge-cer {args.command}` needs {args._import_error.name!r}; "
-                "install the export stage with: ./setup.sh (or pip install 'edge-cer[export]')"
-            )
+            raise args._import_error
         return importlib.import_module(args._module).run(args) or 0
     except EdgeCerError as exc:
         print(f"edge-cer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # an optional extra that is not installed: one line, the install command
+        error = missing_extra_error(args.command, exc)
+        if error is None:
+            raise
+        print(f"edge-cer {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"edge-cer {args.command}: interrupted", file=sys.stderr)

@@ -36,6 +36,11 @@ def decode_image(source, name: str) -> Image.Image:
         raise EdgeCerError(f"{name}: not a readable picture ({exc}); re-export it as PNG or JPEG") from exc
 
 
+def rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode (greyscale, RGBA, palette) as RGB, as `load_image` gives it; RGB is returned as is."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def init_image(image: Image.Image, height: int, width: int) -> np.ndarray:
     """img2img input: stretched to W x H with Lanczos, scaled to [-1, 1], shaped (1, 3, H, W)."""
     if image.size != (width, height):

@@ -23,6 +23,11 @@ TRIAL_COLUMNS: tuple[str, ...] = TIDY_COLUMNS
 # Everything else is read as a number; identifiers stay strings so "007" is not participant 7.
 TEXT_COLUMNS = ("participant", "session", "strategy", "feedback", "stimulus_id", "transcript", "picture_file",
                 "picture_sha256", "engine_manifest_sha256", "status")  # fmt: skip
+# Whole numbers: written without ".0" (pandas reads them as float when a cell is empty), so R and pandas read
+# the seed 1779369991 as written.
+INTEGER_COLUMNS = ("block", "trial", "practice", "rating_pre", "rating_post", "seed", "steps")
+# R's write.csv writes a missing value as NA; a transcript "NA" is text someone said.
+MISSING = ("", "NA")
 ALLOWED = {"strategy": STRATEGIES, "feedback": FEEDBACK, "status": TRIAL_STATUSES, "practice": (0, 1)}
 
 
@@ -36,7 +41,7 @@ def read_trials(data_dir: str | Path) -> pd.DataFrame:
     if missing:
         raise EdgeCerError(f"{path}: missing column(s) {', '.join(missing)}; the header must be: {','.join(TRIAL_COLUMNS)}")
     trials = pd.read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
-                         na_values={c: [""] for c in TRIAL_COLUMNS})
+                         na_values={c: [""] if c == "transcript" else list(MISSING) for c in TRIAL_COLUMNS})
     for column in TRIAL_COLUMNS:
         if column in TEXT_COLUMNS:
             continue
@@ -58,5 +63,16 @@ def write_trials(trials: pd.DataFrame, data_dir: str | Path) -> Path:
     """Writes the columns in contract order; NaN becomes an empty cell."""
     path = Path(data_dir) / TRIALS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    trials.loc[:, list(TRIAL_COLUMNS)].to_csv(path, index=False, na_rep="")
+    write_csv(trials.loc[:, list(TRIAL_COLUMNS)], path)
     return path
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    """A trial table as CSV: INTEGER_COLUMNS without ".0" (when every value is whole), NaN as an empty cell."""
+    table = table.copy()
+    for column in INTEGER_COLUMNS:
+        if column in table and pd.api.types.is_float_dtype(table[column]):
+            values = table[column]
+            if (values.dropna() % 1 == 0).all():
+                table[column] = values.astype("Int64")
+    table.to_csv(path, index=False, na_rep="")
