@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import triton_python_backend_utils as pb_utils  # provided by Triton's python backend
 
 from edge_cer.manifest import load_manifest, verify_files
 from edge_cer.serve.protocol import FAILED, GENERATE, INPUTS, OUTPUTS, dumps, first, loads, to_bytes_tensor
 
 FORWARDED_AS = "forwarded_as"  # request field: the model a forwarded request was sent to
+pb_utils = None  # triton_python_backend_utils, which only Triton's python backend provides (see `initialize`)
 
 
 class TritonGraphs:
@@ -44,6 +44,9 @@ class TritonGraphs:
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        global pb_utils
+        import triton_python_backend_utils as pb_utils
+
         from edge_cer.pipeline import SDPipeline
         from edge_cer.serve.service import GenerationService
 
