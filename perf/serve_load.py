@@ -12,10 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,17 +22,7 @@ from PIL import Image
 from edge_cer.bench.machine import machine_info
 from edge_cer.engine import EngineGenerator
 from edge_cer.pipeline import SDPipeline
-from edge_cer.serve.load import load_test
-
-
-def _ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+from edge_cer.serve.load import ServeProcess, load_test
 
 
 def main() -> None:
@@ -63,31 +49,16 @@ def main() -> None:
         local_s.append(time.perf_counter() - t0)
     local_s = local_s[1:]  # the first call warms ONNX Runtime
 
-    grpc, http, metrics = _ports(3)
-    log = scratch / "serve.log"
-    server = subprocess.Popen([sys.executable, "-m", "edge_cer.cli", "serve", "--engines", str(args.engines),
-                               "--grpc-port", str(grpc), "--http-port", str(http), "--metrics-port", str(metrics),
-                               "--instances", str(args.instances)], stdout=open(log, "wb"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    server = ServeProcess(args.engines, scratch / "serve.log", "--instances", str(args.instances)).start()
     rows = []
     try:
-        while "edge-cer serve: ready:" not in log.read_text(errors="replace"):
-            if server.poll() is not None:
-                sys.exit(log.read_text()[-2000:])
-            time.sleep(0.2)
-        url = f"grpc://127.0.0.1:{grpc}"
-        load_test(url, stimulus, clients=1, requests=2, steps=args.steps)  # warm-up
+        load_test(server.url, stimulus, clients=1, requests=2, steps=args.steps)  # warm-up
         for clients in args.clients:
-            row = load_test(url, stimulus, clients=clients, requests=args.requests, steps=args.steps).row()
+            row = load_test(server.url, stimulus, clients=clients, requests=args.requests, steps=args.steps).row()
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-        try:
-            os.killpg(server.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        server.stop()
     result = {"engines": str(args.engines), "steps": args.steps, "instances": args.instances,
               "requests_per_client": args.requests, "in_process_p50_s": float(np.median(local_s)),
               "in_process_pictures_per_s": 1 / float(np.mean(local_s)), "rows": rows,

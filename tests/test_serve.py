@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 
 from edge_cer.errors import EdgeCerError
 from edge_cer.serve.command import SERVE_VENV
+from edge_cer.serve.load import ServeProcess, loopback_ports
 from edge_cer.session.data import list_sessions
 from tests.session_helpers import protocol_text
 
@@ -28,48 +28,6 @@ SERVE_PYTHON = Path(os.environ.get("EDGE_CER_SERVE_PYTHON") or SERVE_VENV / "bin
 SCRIPT = Path(__file__).parents[1] / "edge_cer" / "session" / "default_script.toml"
 needs_server = pytest.mark.skipif(not SERVE_PYTHON.is_file(),
                                   reason=f"{SERVE_PYTHON}: no serve venv (PyTriton pins numpy < 2); run ./setup.sh")
-READY_TIMEOUT_S = 120  # tritonserver start + engine load, on a shared 2-core machine
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-class Server:
-    """`edge-cer serve` as a user starts it (the CLI hands over to the serve venv), on free loopback ports."""
-
-    def __init__(self, engines: Path, log: Path):
-        self.engines, self.log = engines, log
-        self.grpc, self.http, self.metrics = _free_ports(3)
-        self.url = f"grpc://127.0.0.1:{self.grpc}"
-
-    def start(self) -> Server:
-        offset = self.log.stat().st_size if self.log.exists() else 0  # a restart appends to the same log
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge_cer.cli", "serve", "--engines", str(self.engines), "--grpc-port",
-             str(self.grpc), "--http-port", str(self.http), "--metrics-port", str(self.metrics), "--drain-s", "2"],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while "edge-cer serve: ready:" not in self.log.read_text(errors="replace")[offset:]:
-            assert self.process.poll() is None, f"edge-cer serve exited:\n{self.log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"edge-cer serve not ready:\n{self.log.read_text()[-3000:]}"
-            time.sleep(0.2)
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout=60)
-        try:  # what a killed server leaves behind (PyTriton's tritonserver and python-backend stubs)
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return code
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +35,7 @@ def server(tiny_export, tmp_path_factory):
     if not SERVE_PYTHON.is_file():
         pytest.skip(f"{SERVE_PYTHON}: no serve venv; run ./setup.sh")
     pytest.importorskip("tritonclient.grpc", reason="the client needs tritonclient: pip install 'edge-cer[client]'")
-    served = Server(tiny_export(), tmp_path_factory.mktemp("serve") / "serve.log").start()
+    served = ServeProcess(tiny_export(), tmp_path_factory.mktemp("serve") / "serve.log", "--drain-s", "2").start()
     yield served
     assert served.stop() == 0, served.log.read_text()[-3000:]
     assert "edge-cer serve: stopped" in served.log.read_text()
@@ -155,7 +113,7 @@ def test_server_killed_mid_request_one_line_error_and_the_session_resumes(server
     protocol = tmp_path / "slow.toml"
     protocol.write_text(protocol_text(trials_per_condition=1, feedback='["ai"]')
                         + "[generation]\nsteps = 80\nstrength = 1.0\n")
-    doomed = Server(tiny_export(), tmp_path / "serve.log").start()
+    doomed = ServeProcess(tiny_export(), tmp_path / "serve.log", "--drain-s", "2").start()
     data = tmp_path / "data"
     run = _run("--server", doomed.url, data=data, participant="P003", protocol=protocol, stimuli=dark_stimuli,
                wait=False)
@@ -213,7 +171,7 @@ def test_no_server_is_a_one_line_error():
     pytest.importorskip("tritonclient.grpc", reason="the client needs tritonclient")
     from edge_cer.serve.client import RemoteGenerator
 
-    (port,) = _free_ports(1)
+    (port,) = loopback_ports(1)
     with pytest.raises(EdgeCerError, match=r"^--server grpc://127\.0\.0\.1:\d+: no edge-cer server ready") as exc:
         RemoteGenerator(f"127.0.0.1:{port}", connect_timeout_s=0.5)
     assert "\n" not in str(exc.value)

@@ -10,6 +10,11 @@ does while the participant looks at it, so the figures are those of the prompts 
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +23,50 @@ from pathlib import Path
 import numpy as np
 
 from edge_cer.serve.client import RemoteGenerator
+
+
+def loopback_ports(n: int) -> list[int]:
+    """n free TCP ports on 127.0.0.1."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class ServeProcess:
+    """`edge-cer serve` as a user starts it (the CLI hands over to the serve venv), on free loopback ports, its
+    output appended to `log`."""
+
+    def __init__(self, engines: Path, log: Path, *options: str):
+        self.engines, self.log, self.options = engines, log, options
+        self.grpc, self.http, self.metrics = loopback_ports(3)
+        self.url = f"grpc://127.0.0.1:{self.grpc}"
+
+    def start(self, timeout_s: float = 120) -> ServeProcess:
+        offset = self.log.stat().st_size if self.log.exists() else 0  # a restart appends to the same log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "edge_cer.cli", "serve", "--engines", str(self.engines), "--grpc-port",
+             str(self.grpc), "--http-port", str(self.http), "--metrics-port", str(self.metrics), *self.options],
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while "edge-cer serve: ready:" not in self.log.read_text(errors="replace")[offset:]:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop(signal.SIGKILL)
+                raise RuntimeError(f"edge-cer serve did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=60)
+        try:  # what a killed server leaves behind (PyTriton's tritonserver and python-backend stubs)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return code
 
 
 @dataclass(frozen=True)
