@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "transcribe": ("edge_cer.speech.transcribe", "speech to text with an ASR folder (file or --mic)"),
     "generate": ("edge_cer.generate", "one supportive picture from a stimulus and a reappraisal"),
     "run": ("edge_cer.session.run", "run one CER session headless (scripted participant), write its data and BIDS"),
+    "export-data": ("edge_cer.session.bids", "rebuild DATA/bids/ and DATA/trials.csv from the session databases"),
     "serve": ("edge_cer.serve.command", "serve picture generation to many terminals over Triton's protocol (gRPC/HTTP)"),
     "tui": ("edge_cer.tui.command", "run a CER session with a live participant in the terminal (Textual)"),
     "analyze": ("edge_cer.analysis.analyze", "study statistics and HTML report from DATA_DIR/trials.csv"),
@@ -78,17 +79,28 @@ def main(argv: list[str] | None = None) -> int:
             raise args._import_error
         return importlib.import_module(args._module).run(args) or 0
     except EdgeCerError as exc:
-        print(f"edge-cer {args.command}: error: {exc}", file=sys.stderr)
+        print(f"edge-cer {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:  # an optional extra that is not installed: one line, the install command
         error = missing_extra_error(args.command, exc)
         if error is None:
-            raise
+            return _unexpected(args.command, argv, exc)
         print(f"edge-cer {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"edge-cer {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
+        return _unexpected(args.command, argv, exc)
+
+
+def _unexpected(command: str, argv: list[str], exc: Exception) -> int:
+    """One line on stderr, the traceback in a log file it names; 2 for a machine problem, 1 for a bug."""
+    from edge_cer.crash_log import describe
+
+    line, status = describe(command, argv, exc)
+    print(line, file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

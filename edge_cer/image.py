@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edge_cer.errors import EdgeCerError
+from edge_cer.picture_file import MAX_PICTURE_PIXELS, open_picture
 
 # OpenAI CLIP's pixel normalisation (CLIPImageProcessor's defaults), used by every SD-family IP-Adapter encoder.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -18,21 +20,24 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 def load_image(path: str | Path) -> Image.Image:
     """`diffusers.utils.load_image`: EXIF orientation applied, then `convert("RGB")` (an RGBA picture keeps the
     colour hidden under transparent pixels; it is not composited on white)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeCerError(f"{path}: no such picture")
-    if path.stat().st_size == 0:
-        raise EdgeCerError(f"{path}: empty file (0 bytes); re-copy the picture")
-    return decode_image(path, str(path))
-
-
-def decode_image(source, name: str) -> Image.Image:
-    """`load_image` of a path or a binary file object (a picture sent to `edge-cer serve`); `name` for errors."""
     try:
-        with Image.open(source) as im:
+        with open_picture(path) as im:
             im.load()
             return ImageOps.exif_transpose(im).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise EdgeCerError(f"{path}: not a readable picture ({exc}); re-export it as PNG or JPEG") from exc
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """`load_image` of a picture sent as bytes (to `edge-cer serve`), under the same pixel limit; `name` for errors."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_PICTURE_PIXELS:
+                raise EdgeCerError(f"{name}: {im.width} x {im.height} pixels, over the "
+                                   f"{MAX_PICTURE_PIXELS / 1e6:.0f}-megapixel limit; resize it")
+            im.load()
+            return ImageOps.exif_transpose(im).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise EdgeCerError(f"{name}: not a readable picture ({exc}); re-export it as PNG or JPEG") from exc
 
 

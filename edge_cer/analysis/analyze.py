@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
 def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None) -> dict:
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgeCerError(f"--out {out_dir}: is a file; give a folder for results.json and report.html")
     if stimuli_dir is not None and not Path(stimuli_dir).is_dir():
         raise EdgeCerError(f"--stimuli {stimuli_dir}: not a directory of stimulus images")
 

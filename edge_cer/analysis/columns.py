@@ -8,11 +8,12 @@ regulating; rating_post after regulation and feedback.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
 
-from edge_cer.errors import EdgeCerError
+from edge_cer.errors import EdgeCerError, read_user_text
 from edge_cer.session.data import TIDY_COLUMNS, TIDY_FILE, TRIAL_STATUSES
 from edge_cer.session.protocol import FEEDBACK, STRATEGIES
 
@@ -36,12 +37,17 @@ def read_trials(data_dir: str | Path) -> pd.DataFrame:
     path = Path(data_dir) / TRIALS_FILE
     if not path.is_file():
         raise EdgeCerError(f"{path}: not found; run a session into {data_dir} or `edge-cer simulate --out {data_dir}`")
-    header = pd.read_csv(path, nrows=0).columns.tolist()
+    text = read_user_text(path, "", "the trials.csv that `edge-cer export-data` writes")
+    header = text.partition("\n")[0].strip().split(",") if text.strip() else []
     missing = [c for c in TRIAL_COLUMNS if c not in header]
     if missing:
         raise EdgeCerError(f"{path}: missing column(s) {', '.join(missing)}; the header must be: {','.join(TRIAL_COLUMNS)}")
-    trials = pd.read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
-                         na_values={c: [""] if c == "transcript" else list(MISSING) for c in TRIAL_COLUMNS})
+    try:
+        trials = pd.read_csv(io.StringIO(text), dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
+                             na_values={c: [""] if c == "transcript" else list(MISSING) for c in TRIAL_COLUMNS})
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise EdgeCerError(f"{path}: not a readable CSV ({' '.join(str(exc).split())}); rebuild it with "
+                           f"`edge-cer export-data {data_dir}`") from exc
     for column in TRIAL_COLUMNS:
         if column in TEXT_COLUMNS:
             continue

@@ -9,7 +9,6 @@ caches their image embeddings and latents, so a terminal sends each stimulus onc
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import threading
 from collections import OrderedDict
@@ -78,7 +77,7 @@ class GenerationService:
                 "edge_cer": __version__, "models": sorted(self.models)}, b""
 
     def clip_embeds(self, request: dict, picture: bytes) -> tuple[dict, bytes]:
-        embeds = self.pipeline.clip_image_embeds(decode_image(io.BytesIO(picture), "picture")).astype(np.float32)
+        embeds = self.pipeline.clip_image_embeds(decode_image(picture, "picture")).astype(np.float32)
         return {"shape": list(embeds.shape)}, embeds.tobytes()
 
     # -- stimuli -----------------------------------------------------------------------------------------------------
@@ -89,7 +88,7 @@ class GenerationService:
         if picture:
             if hashlib.sha256(picture).hexdigest() != sha:
                 raise RequestError(f"stimulus {sha[:12]}: its bytes do not match their SHA-256 (damaged in transit)")
-            image = decode_image(io.BytesIO(picture), _get(request, "stimulus_name", str, sha[:12]))
+            image = decode_image(picture, _get(request, "stimulus_name", str, sha[:12]))
         with self._lock:
             if picture:
                 self._stimuli[sha] = image

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_cer.errors import EdgeCerError
-from edge_cer.speech.audio import file_source, microphone_source
+from edge_cer.speech.audio import check_audio_file, file_source, microphone_source
 from edge_cer.speech.manifest import SAMPLE_RATE
 from edge_cer.speech.recognizer import (Final, Partial, Recognizer, RecognizerWorker, StreamingRecognizer,
                                         VadRecognizer, create_recognizer)
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeCerError("--device applies only with --mic")
     show = (lambda e: print(_json_line(e), flush=True)) if args.partials else None
     if args.audio:
+        check_audio_file(args.audio)  # a wrong file is refused before the recogniser loads
         transcript = transcribe_file(args.asr, args.audio, mix_down=args.mix_down, on_event=show,
                                      partials=args.partials)
     else:
