@@ -22,6 +22,7 @@ from edge_cer.extras import missing_extra_error
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("edge_cer.demo", "build tiny models, export them and run the whole chain once"),
     "export": ("export.cli", "export models: `sd` (Stable Diffusion + IP-Adapter) or `asr` (speech)"),
+    "finetune": ("export.finetune_cli", "fine-tune an IP-Adapter on reappraisal pairs (`ip-adapter`) and evaluate it"),
     "transcribe": ("edge_cer.speech.transcribe", "speech to text with an ASR folder (file or --mic)"),
     "generate": ("edge_cer.generate", "one supportive picture from a stimulus and a reappraisal"),
     "run": ("edge_cer.session.run", "run one CER session headless (scripted participant), write its data and BIDS"),

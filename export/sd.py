@@ -26,6 +26,7 @@ from edge_cer.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, SCHEDULER_CONFI
                                is_export_dir, write_json_atomic)
 from export import onnx_export
 from export.checkpoint import load_ip_adapter, load_sd, refuse_pickle, source_hashes
+from export.finetune import read_provenance
 from export.models import graph_modules, model_dims
 
 OPTIMIZER_TYPES = {"text_encoder": "clip", "image_encoder": "clip", "unet": "unet", "vae_encoder": "vae",
@@ -167,6 +168,8 @@ def _export_into(o: ExportOptions, tmp: Path, console: Console) -> None:
         "source": source_hashes(ckpt, ip),
         "tools": _tool_versions(),
     }
+    if training := read_provenance(ip.path):  # a fine-tuned adapter: data hash, steps, seed (export.finetune)
+        manifest["model"]["adapter"]["training"] = training
     if o.clip:
         from export.clip_zero_shot import clip_zero_shot
 
