@@ -44,10 +44,13 @@ class EngineGenerator:
         return GeneratedPicture(png=buffer.getvalue(), params=params, timings=timings)
 
 
-def load_generator(engines: str | Path, provider: str = "cpu", gated: bool = True, **options):
+def load_generator(engines: str | Path, provider: str = "cpu", gated: bool = True, vae: str = "full",
+                   backend_options: dict | None = None, **options):
     """The engine as a session's picture generator; `gated` (the default) puts it behind the safety gate, so no
-    picture more negative than its stimulus reaches a participant (edge_cer.live.gate)."""
+    picture more negative than its stimulus reaches a participant (edge_cer.live.gate). `vae` is the protocol's
+    [generation] vae; `backend_options` come from edge_cer.backends.backend_options (--cuda-graphs)."""
     from edge_cer.live.gate import GatedGenerator
 
-    generator = EngineGenerator(SDPipeline.from_export(engines, provider=provider), **options)
+    pipeline = SDPipeline.from_export(engines, provider=provider, vae=vae, **(backend_options or {}))
+    generator = EngineGenerator(pipeline, **options)
     return GatedGenerator(generator) if gated else generator

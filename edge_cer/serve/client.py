@@ -45,14 +45,14 @@ def grpc_address(url: str) -> str:
 
 class RemoteGenerator:
     def __init__(self, url: str, *, guidance: float = 7.5, negative_prompt: str | None = None,
-                 scheduler: str | None = None, timeout_s: float = 120.0, connect_timeout_s: float = 10.0,
-                 retries: int = 4, backoff_s: float = 0.25):
+                 scheduler: str | None = None, vae: str = "full", timeout_s: float = 120.0,
+                 connect_timeout_s: float = 10.0, retries: int = 4, backoff_s: float = 0.25):
         try:
             import tritonclient.grpc as grpcclient
         except ImportError as exc:
             raise EdgeCerError("--server needs tritonclient; install it with: pip install 'edge-cer[client]'") from exc
         self.url, self._grpc = f"grpc://{grpc_address(url)}", grpcclient
-        self.guidance, self.negative_prompt, self.scheduler = guidance, negative_prompt, scheduler
+        self.guidance, self.negative_prompt, self.scheduler, self.vae = guidance, negative_prompt, scheduler, vae
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self._client = grpcclient.InferenceServerClient(grpc_address(url))
         self._known: set[str] = set()  # stimuli this server holds (as far as we know)
@@ -64,7 +64,7 @@ class RemoteGenerator:
     # -- the generator's verbs ----------------------------------------------------------------------------------------
 
     def precompute(self, stimulus_path: Path) -> None:
-        self._with_stimulus(PRECOMPUTE, {}, Path(stimulus_path))
+        self._with_stimulus(PRECOMPUTE, {"vae": self.vae}, Path(stimulus_path))
 
     def generate(self, stimulus_path: Path, prompt: str, *, seed: int, strength: float, ip_scale: float, steps: int,
                  callback_on_step_end=None) -> GeneratedPicture:
@@ -72,7 +72,8 @@ class RemoteGenerator:
         loop is not reached), giving an `interrupted` picture as the local engine does."""
         start = time.perf_counter()
         request = dict(prompt=prompt, negative_prompt=self.negative_prompt, guidance=self.guidance,
-                       scheduler=self.scheduler, seed=seed, strength=strength, ip_scale=ip_scale, steps=steps)
+                       scheduler=self.scheduler, vae=self.vae, seed=seed, strength=strength, ip_scale=ip_scale,
+                       steps=steps)
         stop = (lambda: callback_on_step_end(0, steps) is False) if callback_on_step_end else None
         result = self._with_stimulus(GENERATE, request, Path(stimulus_path), stop=stop)
         if result is None:

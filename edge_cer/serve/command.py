@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from edge_cer.backends import add_provider_arguments
 from edge_cer.errors import EdgeCerError
 
 SERVE_VENV = Path(__file__).resolve().parents[2] / ".venv-serve"
@@ -22,8 +23,7 @@ SERVE_VENV = Path(__file__).resolve().parents[2] / ".venv-serve"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engines", type=Path, required=True, help="export folder (edge-cer export sd)")
-    p.add_argument("--provider", choices=("cpu", "cuda", "tensorrt", "trt-native"), default="cpu",
-                   help="how the server runs the graphs (as edge-cer generate)")
+    add_provider_arguments(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 for a lab network (the protocol has no authentication)")
     p.add_argument("--grpc-port", type=int, default=8001)
@@ -50,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
                            "run ./setup.sh, or set EDGE_CER_SERVE_PYTHON to a Python that has nvidia-pytriton")
     argv = [python, "-m", "edge_cer.serve.server"]
     for name, value in vars(args).items():
-        if name == "command" or name.startswith("_"):
+        option = f"--{name.replace('_', '-')}"
+        if name == "command" or name.startswith("_") or value is None:
             continue
-        argv += [f"--{name.replace('_', '-')}", str(value)]
+        argv += [option if value else f"--no-{option[2:]}"] if isinstance(value, bool) else [option, str(value)]
     sys.stdout.flush()
     os.execv(python, argv)  # the server replaces this process: signals reach it directly

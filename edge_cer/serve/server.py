@@ -20,6 +20,7 @@ import sysconfig
 
 import numpy as np
 
+from edge_cer.backends import backend_options
 from edge_cer.errors import EdgeCerError
 from edge_cer.serve.protocol import GENERATE, INPUTS, OUTPUTS, first, to_bytes_tensor
 from edge_cer.serve.service import GenerationService
@@ -67,7 +68,7 @@ def serve(args: argparse.Namespace) -> int:
     # tritonserver's python backend must load this interpreter's libpython, not the system's.
     libdir = sysconfig.get_config_var("LIBDIR")
     os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libdir, os.environ.get("LD_LIBRARY_PATH")]))
-    pipeline = SDPipeline.from_export(args.engines, provider=args.provider)
+    pipeline = SDPipeline.from_export(args.engines, provider=args.provider, **backend_options(args))
     service = GenerationService(pipeline, max_stimuli=args.max_stimuli)
     config = TritonConfig(http_address=args.host, http_port=args.http_port, grpc_address=args.host,
                           grpc_port=args.grpc_port, metrics_port=args.metrics_port, exit_timeout_secs=args.drain_s,

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 class GenerationService:
     def __init__(self, pipeline: SDPipeline, max_stimuli: int = 512):
         self.pipeline, self.max_stimuli = pipeline, max_stimuli
+        self._pipelines = {pipeline.vae: pipeline}  # a protocol's [generation] vae: full or tiny, one backend
         self._stimuli: OrderedDict[str, Image.Image] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -59,7 +60,8 @@ class GenerationService:
 
     def generate(self, request: dict, picture: bytes) -> tuple[dict, bytes]:
         stimulus = self._stimulus(request, picture)
-        generator = EngineGenerator(self.pipeline, guidance=_get(request, "guidance", float),
+        pipeline = self._pipeline(_get(request, "vae", str, self.pipeline.vae))
+        generator = EngineGenerator(pipeline, guidance=_get(request, "guidance", float),
                                     negative_prompt=_get(request, "negative_prompt", str, None),
                                     scheduler=_get(request, "scheduler", str, None))
         out = generator.render(stimulus, _get(request, "prompt", str), seed=_get(request, "seed", int),
@@ -68,7 +70,7 @@ class GenerationService:
         return {"params": out.params, "timings": out.timings}, out.png
 
     def precompute(self, request: dict, picture: bytes) -> tuple[dict, bytes]:
-        self.pipeline.precompute(self._stimulus(request, picture))
+        self._pipeline(_get(request, "vae", str, self.pipeline.vae)).precompute(self._stimulus(request, picture))
         return {"stimulus_sha256": request["stimulus_sha256"]}, b""
 
     def info(self, request: dict, picture: bytes) -> tuple[dict, bytes]:
@@ -79,6 +81,12 @@ class GenerationService:
     def clip_embeds(self, request: dict, picture: bytes) -> tuple[dict, bytes]:
         embeds = self.pipeline.clip_image_embeds(decode_image(picture, "picture")).astype(np.float32)
         return {"shape": list(embeds.shape)}, embeds.tobytes()
+
+    def _pipeline(self, vae: str) -> SDPipeline:
+        with self._lock:
+            if vae not in self._pipelines:
+                self._pipelines[vae] = SDPipeline(self.pipeline.manifest, self.pipeline.backend, vae)
+            return self._pipelines[vae]
 
     # -- stimuli -----------------------------------------------------------------------------------------------------
 

@@ -106,7 +106,7 @@ def _live_pipeline(pictures: Path | str, asr: Path, protocol: Protocol):
     from edge_cer.speech.recognizer import create_recognizer
 
     load = connect if isinstance(pictures, str) else load_generator  # --server URL or --engines folder
-    generator = load(pictures, negative_prompt=protocol.prompt.negative_prompt or None)
+    generator = load(pictures, vae=protocol.generation.vae, negative_prompt=protocol.prompt.negative_prompt or None)
     return LivePipeline(generator, create_recognizer(asr), protocol)
 
 
