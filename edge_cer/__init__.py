@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Pipeline": "edge_cer.api",
     "Recognizer": "edge_cer.api",
-    "Session": "edge_cer.session.engine",
+    "Session": "edge_cer.session.phases",
 }
 __all__ = ["Pipeline", "Recognizer", "Session", "__version__"]
 

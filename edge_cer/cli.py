@@ -20,15 +20,15 @@ from edge_cer.extras import missing_extra_error
 
 # name -> (module, one-line help). The export stage is a separate package (torch).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("edge_cer.demo", "build tiny models, export them and run the whole chain once"),
+    "demo": ("edge_cer.commands.demo", "build tiny models, export them and run the whole chain once"),
     "export": ("export.cli", "export models: `sd` (Stable Diffusion + IP-Adapter) or `asr` (speech)"),
     "finetune": ("export.finetune_cli", "fine-tune an IP-Adapter on reappraisal pairs (`ip-adapter`) and evaluate it"),
     "transcribe": ("edge_cer.speech.transcribe", "speech to text with an ASR folder (file or --mic)"),
     "generate": ("edge_cer.generate", "one supportive picture from a stimulus and a reappraisal"),
-    "run": ("edge_cer.session.run", "run one CER session headless (scripted participant), write its data and BIDS"),
+    "run": ("edge_cer.commands.run", "run one CER session headless (scripted participant), write its data and BIDS"),
     "export-data": ("edge_cer.session.bids", "rebuild DATA/bids/ and DATA/trials.csv from the session databases"),
     "serve": ("edge_cer.serve.command", "serve picture generation to many terminals over Triton's protocol (gRPC/HTTP)"),
-    "tui": ("edge_cer.tui.command", "run a CER session with a live participant in the terminal (Textual)"),
+    "tui": ("edge_cer.commands.tui", "run a CER session with a live participant in the terminal (Textual)"),
     "analyze": ("edge_cer.analysis.analyze", "study statistics and HTML report from DATA_DIR/trials.csv"),
     "simulate": ("edge_cer.analysis.simulate", "write a synthetic study with known effects (trials.csv + truth.json)"),
     "power": ("edge_cer.analysis.power", "power and CI coverage per sample size by simulating and analysing studies"),

@@ -73,11 +73,19 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (image * 255).round().astype(np.uint8)
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """The one PNG encoding of a generated picture: a session's file and `edge-cer generate --out` are identical."""
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_png(image: np.ndarray, path: str | Path) -> None:
     """Write atomically: a crash never leaves a truncated picture under the final name."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
-    with open(tmp, "rb+") as f:
+    with open(tmp, "wb") as f:
+        f.write(png_bytes(image))
+        f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

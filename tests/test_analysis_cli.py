@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from edge_cer.analysis.analyze import analyze
-from edge_cer.analysis.columns import RECORDED_COLUMNS, read_trials, write_trials
+from edge_cer.analysis.columns import TRIAL_COLUMNS, read_trials, write_trials
 from edge_cer.analysis.simulate import Model, parse_effects, protocol_for, simulate
 from edge_cer.cli import main
 
@@ -27,7 +27,7 @@ def study(tmp_path_factory):
 
 def test_simulate_writes_the_contract_and_the_truth(study):
     header = (study / "trials.csv").read_text().splitlines()[0].split(",")
-    assert tuple(header) == RECORDED_COLUMNS
+    assert tuple(header) == TRIAL_COLUMNS
     trials = read_trials(study)
     assert set(trials["strategy"] + "/" + trials["feedback"]) == {
         "reappraise/ai", "reappraise/none", "describe/ai", "describe/none", "look/none"}

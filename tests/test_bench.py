@@ -75,14 +75,6 @@ def test_gpu_backend_refused_on_cpu_build(tiny_export, tmp_path, capsys, backend
     assert not (tmp_path / "gpu").exists()
 
 
-def test_live_flag_without_live_bench(tmp_path, capsys, monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "edge_cer.live.bench", None)  # as if the live pipeline were absent
-    rc = main(["bench", "--live", "--out", str(tmp_path / "live")])
-    assert rc == 2 and "--live needs edge_cer/live/bench.py" in capsys.readouterr().err
-
-
 def _save(tmp_path, nodes, inputs, outputs, initializers=(), domain_ops=False):
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.microsoft", 1)] if domain_ops else [])
     graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))

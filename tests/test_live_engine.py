@@ -17,9 +17,10 @@ OPEN_GATE = SafetyPolicy(max_valence_drop=2.0, max_red_share_increase=1.0)
 
 @pytest.fixture(scope="module")
 def generator(tiny_export):
-    from edge_cer.engine import load_generator
+    from edge_cer.engine import EngineGenerator
+    from edge_cer.pipeline import SDPipeline
 
-    return load_generator(tiny_export(), gated=False)  # live trials gate their own pictures
+    return EngineGenerator(SDPipeline.from_export(tiny_export()))  # live trials gate their own pictures
 
 
 def direct(generator, stimulus, prompt, steps, seed=7):

@@ -1,6 +1,6 @@
-"""The live pipeline inside a session: `run_session(live=...)` with fabricated ASR, and `edge-cer run --engines
+"""The live pipeline inside a session: `run_session` on a runtime with fabricated ASR, and `edge-cer run --engines
 --asr` with a real (tiny random) sherpa-onnx model and the tiny engine. Checks the trial rows' latency accounting,
-the deadline, and that the tidy CSV keeps its fixed columns while BIDS gains the live ones."""
+the deadline, and the tidy CSV's and BIDS's columns."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge_cer.live.pipeline import LivePipeline
+from edge_cer.headless import run_session
+from edge_cer.runtime import build_runtime
 from edge_cer.session.bids import BEH_COLUMNS
 from edge_cer.session.data import TIDY_COLUMNS, list_sessions, read_session
 from edge_cer.session.participant import ScriptedParticipant
-from edge_cer.session.run import run_session
 from edge_cer.session.stimuli import synthetic_stimuli
 from tests.live_helpers import ScriptedRecognizer, StepGenerator
 from tests.session_helpers import make_protocol, protocol_text
@@ -43,7 +43,8 @@ def run_live(tmp_path, stimuli, generator, live_toml):
                               + "[durations]\nspeaking = 200.0\n" + live_toml, "live.toml")
     participant = ScriptedParticipant.from_file(script_file(tmp_path))
     summary = run_session(participant, "P001", tmp_path / "data", protocol=protocol, stimuli=stimuli,
-                          live=lambda p: LivePipeline(generator, ScriptedRecognizer(SCRIPT), p), min_free_bytes=0)
+                          runtime=lambda p: build_runtime(p, generator=generator, recognizer=ScriptedRecognizer(SCRIPT)),
+                          min_free_bytes=0)
     _, trials, events = read_session(list_sessions(tmp_path / "data")[0].folder)
     return summary, trials, events
 
@@ -56,6 +57,7 @@ def test_live_session_records_speculation_and_latencies(tmp_path, stimuli):
     none = [t for t in trials if t["feedback"] == "none"]
     for t in ai:
         assert t["transcript"] == "They are actors on a film set." and t["prompt"] == "they are actors on a film set"
+        assert t["transcript_source"] == "live" and t["picture_shown"] == 1 and t["generation_deadline_missed"] == 0
         assert t["feedback_source"] == "speculative" and t["speculative_generations"] == 2
         assert t["wasted_generations"] == 1 and t["safety_blocked"] == 0  # "they are only" was superseded
         assert 1.2 < t["speech_end_s"] < 1.5, "the recogniser's endpoint (1.3 s of audio) on the session clock"
@@ -66,12 +68,15 @@ def test_live_session_records_speculation_and_latencies(tmp_path, stimuli):
         assert live["settings"]["prompt"]["min_words"] == 3 and all(g["safety"] for g in live["generations"]
                                                                      if g["outcome"] == "ready")
     assert all(t["feedback_source"] is None and t["picture_file"] is None and t["transcript"] for t in none)
-    assert {e["trial"] for e in events if e["kind"] == "live"} == {t["trial"] for t in ai}
+    assert all(t["picture_shown"] == 0 and t["feedback_wait_s"] < 0.05 for t in none)
+    assert {e["trial"] for e in events if e["kind"] == "picture_accounting"} == {t["trial"] for t in ai}
     assert all(prompt in ("they are actors on a film set", "they are only") for prompt, _ in gen.calls)
     with open(tmp_path / "data" / "trials.csv") as f:
         assert tuple(next(csv.reader(f))) == TIDY_COLUMNS
     beh = next((tmp_path / "data" / "bids").rglob("*_beh.tsv")).read_text().splitlines()
-    assert tuple(beh[0].split("\t")) == BEH_COLUMNS and "feedback_source" in BEH_COLUMNS
+    assert tuple(beh[0].split("\t")) == BEH_COLUMNS and {"feedback_source", "picture_shown", "prompt"} <= set(BEH_COLUMNS)
+    rows = [dict(zip(BEH_COLUMNS, line.split("\t"))) for line in beh[1:]]
+    assert all(r["feedback_source"] == "speculative" and r["picture_shown"] == "1" for r in rows if r["feedback"] == "ai")
     sidecar = json.loads(next((tmp_path / "data" / "bids").rglob("*_beh.json")).read_text())
     assert "speculative" in sidecar["feedback_source"]["Levels"]
 
@@ -81,12 +86,13 @@ def test_slow_generation_never_stalls_the_trial_clock(tmp_path, stimuli):
     _, trials, events = run_live(tmp_path, stimuli, gen, "[live]\ndeadline_s = 0.4\non_deadline = \"none\"\n")
     for t in (t for t in trials if t["feedback"] == "ai"):
         assert t["feedback_source"] == "none" and t["picture_file"] is None
-        assert t["note"].startswith("deadline")
-        assert t["picture_shown_s"] is None
+        assert t["no_picture_reason"].startswith("deadline") and t["generation_deadline_missed"] == 1
+        assert t["picture_shown_s"] is None and t["picture_shown"] == 0
         onsets = json.loads(t["onsets"])
         regulate = onsets["regulate"][1]
         feedback_after_speech_end = onsets["feedback"][1] - regulate - t["speech_end_s"]
         assert feedback_after_speech_end < 0.4 + 0.15, "the feedback screen starts at the deadline at the latest"
+        assert t["feedback_shown_duration_s"] >= t["feedback_duration_s"], "and stands for its full duration"
     assert sum(e["kind"] == "no_picture" for e in events) == 2
 
 
@@ -117,4 +123,4 @@ def test_edge_cer_run_with_engines_and_asr_goes_live(tmp_path, stimuli, tiny_exp
         if t["picture_file"]:
             assert t["engine_manifest_sha256"] and t["prompt"] == live["shown_prompt"]
         else:  # random-weight pictures may be refused by the gate: then the log says so
-            assert t["note"].startswith("safety gate") and t["safety_blocked"] >= 1
+            assert t["no_picture_reason"].startswith("safety gate") and t["safety_blocked"] >= 1

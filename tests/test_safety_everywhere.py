@@ -1,14 +1,19 @@
-"""Every path that shows a picture goes through the safety gate: scripted runs, the terminal UI and typed
-utterances use `GatedGenerator` (what `load_generator` returns); CLIP zero-shot scores feed it when the export
+"""Every picture a participant may see passes the safety gate: scripted, typed and spoken trials all get their
+picture from the live trial, which regenerates a blocked picture with the next seed (recorded) and falls back as
+the protocol says; the warm-up picture is never gated. CLIP zero-shot scores feed the gate when the export
 carries prompt embeddings."""
 
 from __future__ import annotations
 
-import pytest
+import json
 
+from edge_cer.affect.gate import PictureScorer, SafetyGate
 from edge_cer.affect.picture import SAFETY_CONCEPTS
 from edge_cer.affect.safety import SafetyPolicy
-from edge_cer.live.gate import GatedGenerator, PictureBlocked, PictureScorer, SafetyGate
+from edge_cer.headless import run_scripted_demo
+from edge_cer.runtime import build_runtime
+from edge_cer.session.data import list_sessions, read_session
+from edge_cer.session.protocol import Protocol
 from tests.live_helpers import CALM, DARK_RED, StepGenerator, stimulus
 
 
@@ -16,48 +21,56 @@ def _options():
     return dict(strength=0.6, ip_scale=0.6, steps=2)
 
 
-def test_a_blocked_picture_is_regenerated_with_the_next_seed(tmp_path):
-    """Precondition: seed 5 paints a picture darker and redder than the stimulus, seed 6 a calm one."""
-    inner = StepGenerator(step_s=0, colour=lambda prompt, seed: DARK_RED if seed == 5 else CALM)
-    gated = GatedGenerator(inner)
-    picture = gated.generate(stimulus(tmp_path / "s.png"), "he will recover", seed=5, **_options())
-    assert [seed for _, seed in inner.calls] == [5, 6]
-    assert [d["action"] for d in picture.params["safety"]] == ["regenerate", "show"]
-    assert picture.params["seed"] == 6
+def _demo(tmp_path, generator):
+    run_scripted_demo(tmp_path / "data", runtime=lambda protocol: build_runtime(protocol, generator=generator))
+    folder = list_sessions(tmp_path / "data")[0].folder
+    return folder, *read_session(folder)[1:]
 
 
-def test_the_gate_fails_closed_when_every_attempt_is_blocked(tmp_path):
-    inner = StepGenerator(step_s=0, colour=lambda prompt, seed: DARK_RED)
-    gated = GatedGenerator(inner, SafetyPolicy(max_attempts=2))
-    with pytest.raises(PictureBlocked, match=r"valence .* below stimulus.*after 2 attempt"):
-        gated.generate(stimulus(tmp_path / "s.png"), "x", seed=0, **_options())
+def test_a_blocked_picture_is_regenerated_with_the_next_seed_and_that_seed_is_recorded(tmp_path):
+    """Precondition: even seeds paint a picture darker and redder than the stimulus, odd seeds a calm one."""
+    inner = StepGenerator(step_s=0, colour=lambda prompt, seed: DARK_RED if seed % 2 == 0 else CALM)
+    folder, trials, _ = _demo(tmp_path, inner)
+    planned = {t: seed for t, _, _, _, seed in json.loads(read_session(folder)[0]["plan"])}
+    ai = [t for t in trials if t["feedback"] == "ai"]
+    assert {planned[t["trial"]] % 2 for t in ai} == {0, 1}, "precondition: both kinds of planned seed"
+    for t in ai:
+        retried = planned[t["trial"]] % 2 == 0
+        assert t["picture_shown"] == 1 and t["safety_blocked"] == int(retried)
+        assert t["seed"] == planned[t["trial"]] + retried, "the seed that made the shown picture"
+        assert ("red share" in t["safety_reason"]) if retried else t["safety_reason"] is None
 
 
-def test_scripted_session_never_stores_a_blocked_picture(tmp_path):
-    from edge_cer.session.run import run_scripted_demo
-    from tests.session_helpers import db_rows
-
-    summary = run_scripted_demo(tmp_path / "data", generator=GatedGenerator(
-        StepGenerator(step_s=0, colour=lambda prompt, seed: DARK_RED)))
-    folder = tmp_path / "data" / "sessions" / summary["session_code"]
-    assert summary["state"] == "completed"
-    reasons = [r[0] for r in db_rows(folder, "SELECT detail FROM events WHERE kind = 'no_picture'")]
-    assert reasons and all("safety gate" in r for r in reasons)
+def test_a_session_never_stores_a_blocked_picture(tmp_path):
+    folder, trials, events = _demo(tmp_path, StepGenerator(step_s=0, colour=lambda prompt, seed: DARK_RED))
+    ai = [t for t in trials if t["feedback"] == "ai"]
+    assert ai and all(t["picture_shown"] == 0 and t["safety_blocked"] == 3 for t in ai)
+    assert all(t["no_picture_reason"].startswith("safety gate") and "attempts exhausted" in t["no_picture_reason"]
+               for t in ai)
+    assert sum(e["kind"] == "no_picture" for e in events) == len(ai)
     assert not list(folder.rglob("*.png"))
 
 
+def test_the_warm_up_picture_is_not_gated(tmp_path):
+    """A warm-up picture no one sees is not refused (the UI could not start when the gate blocked it)."""
+    inner = StepGenerator(step_s=0, colour=lambda prompt, seed: DARK_RED)
+    runtime = build_runtime(Protocol(), generator=inner)
+    runtime.warm_up(stimulus(tmp_path / "s.png"))
+    assert inner.calls == [("warm-up", 0)]
+
+
 def test_clip_zero_shot_scores_feed_the_gate(tiny_model, tmp_path, stimulus_png):
-    from edge_cer.engine import EngineGenerator, load_generator
+    from edge_cer.engine import EngineGenerator
     from edge_cer.pipeline import SDPipeline
     from export.sd import ExportOptions, export_sd
 
     model, adapters = tiny_model("tiny-sd15")
     out = export_sd(ExportOptions(model=model, ip_adapter=adapters["base"], clip=model.parent / "tiny-sd15-clip",
                                   out=tmp_path / "zs", height=64, width=48))
-    assert isinstance(load_generator(out), GatedGenerator)
     engine = EngineGenerator(SDPipeline.from_export(out))
     scorer = PictureScorer(engine)
     assert scorer.concepts == SAFETY_CONCEPTS
+    assert build_runtime(Protocol(), engines=out).live.policy.blocked_concepts == SAFETY_CONCEPTS
     picture = engine.generate(stimulus_png, "calm", seed=0, **_options())
     # Under test: a concept threshold of 0 blocks on every concept; the reasons name them.
     gate = SafetyGate(stimulus_png, SafetyPolicy(blocked_concepts=SAFETY_CONCEPTS, concept_threshold=0.0,

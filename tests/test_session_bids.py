@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge_cer.session.data import TIDY_COLUMNS
-from edge_cer.session.run import run_scripted_demo
+from edge_cer.headless import run_scripted_demo
 
 VALIDATOR = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / ".bin" / "bids-validator"
 

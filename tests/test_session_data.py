@@ -11,8 +11,8 @@ from edge_cer.cli import main
 from edge_cer.errors import EdgeCerError
 from edge_cer.session import data
 from edge_cer.session.data import check_label, check_writable
+from edge_cer.session.opening import open_session
 from edge_cer.session.ownership import read_keys
-from edge_cer.session.run import open_session
 from edge_cer.session.stimuli import synthetic_stimuli
 from tests.session_helpers import make_protocol, protocol_text
 
@@ -81,5 +81,5 @@ def test_cli_run_refusals_and_a_run(tmp_path, capsys):
     assert "resuming a finished session is refused" in capsys.readouterr().err
     assert main(base[:-2] + ["--protocol", str(none_protocol)]) == 2
     assert "--scripted FILE is required" in capsys.readouterr().err
-    assert main(base + ["--protocol", str(none_protocol), "--engines", str(tmp_path)]) == 2
+    assert main(base + ["--protocol", str(none_protocol), "--engines", str(tmp_path / "missing")]) == 2
     assert "--engines" in capsys.readouterr().err

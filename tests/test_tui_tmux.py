@@ -1,4 +1,5 @@
-"""Smoke test in a real terminal: `edge-cer tui` in tmux, two trials by send-keys, checked with capture-pane."""
+"""`edge-cer tui` in a real terminal (tmux): ordinary typed sentences (capitals, commas, full stops, apostrophes)
+make pictures that appear on screen and on disk; and the UI starts on the demo's engines and recogniser."""
 
 from __future__ import annotations
 
@@ -15,48 +16,71 @@ from edge_cer.session.data import read_session
 from tests.session_helpers import protocol_text
 from tests.tui_helpers import DURATIONS
 
+SENTENCES = ("The person is being helped, and they'll recover soon.", "It's only a film set. Nobody is hurt.")
+HALF_BLOCKS = ("\u2580", "\u2584")  # how textual-image draws a picture in half cells
 
-def test_two_trials_by_send_keys(tmp_path):
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed (setup.sh installs it)")
-    protocol = tmp_path / "two-trials.toml"
-    protocol.write_text(protocol_text(time_scale=1.0, trials_per_condition=1, feedback='["ai"]') + DURATIONS)
-    data, out = tmp_path / "data", tmp_path / "summary.json"
-    command = (f"{sys.executable} -m edge_cer.cli tui --data {data} --protocol {protocol} --placeholder "
-               f"--participant P001 --pictures halfcell --min-free-mb 0 > {out}; echo exit=$? >> {out}")
-    tmux = ["tmux", "-L", f"edge-cer-test-{os.getpid()}"]  # a private server: never touches anyone's sessions
-    subprocess.run(tmux + ["new-session", "-d", "-s", "tui", "-x", "100", "-y", "36", command], check=True,
-                   env={**os.environ, "TERM": "xterm-256color"})
-    seen = []
 
-    def screen() -> str:
-        return subprocess.run(tmux + ["capture-pane", "-p", "-t", "tui"], capture_output=True, text=True).stdout
+class Terminal:
+    """`edge-cer tui ARGS` in a private tmux server (never anyone's sessions); its JSON summary lands in `out`."""
 
-    def wait_for(text: str, timeout: float = 30) -> str:
+    def __init__(self, tmp_path, args: str):
+        if shutil.which("tmux") is None:
+            pytest.skip("tmux is not installed (setup.sh installs it)")
+        self.out, self.seen = tmp_path / "summary.json", []
+        self.tmux = ["tmux", "-L", f"edge-cer-test-{os.getpid()}"]
+        command = f"{sys.executable} -m edge_cer.cli tui {args} > {self.out}; echo exit=$? >> {self.out}"
+        subprocess.run(self.tmux + ["new-session", "-d", "-s", "tui", "-x", "100", "-y", "36", command], check=True,
+                       env={**os.environ, "TERM": "xterm-256color"})
+
+    def screen(self) -> str:
+        return subprocess.run(self.tmux + ["capture-pane", "-p", "-t", "tui"], capture_output=True, text=True).stdout
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            shown = screen()
+            shown = self.screen()
             if text in shown:
-                seen.append(text)
+                self.seen.append(text)
                 return shown
             time.sleep(0.1)
-        raise AssertionError(f"{text!r} never appeared; after {seen} the screen shows:\n{screen()}")
+        raise AssertionError(f"{text!r} never appeared; after {self.seen} the screen shows:\n{self.screen()}")
 
-    def keys(*names: str) -> None:
-        subprocess.run(tmux + ["send-keys", "-t", "tui", *names], check=True)
+    def keys(self, *names: str) -> None:
+        subprocess.run(self.tmux + ["send-keys", "-t", "tui", *names], check=True)
+
+    def close(self) -> None:
+        subprocess.run(self.tmux + ["kill-server"], capture_output=True)
+
+
+def test_typed_sentences_make_pictures_on_screen_and_on_disk(tmp_path):
+    protocol = tmp_path / "two-trials.toml"
+    protocol.write_text(protocol_text(time_scale=1.0, trials_per_condition=1, feedback='["ai"]')
+                        + DURATIONS.replace("feedback = 0", "feedback = 4"))
+    data, out = tmp_path / "data", tmp_path / "summary.json"
+    term = Terminal(tmp_path, f"--data {data} --protocol {protocol} --placeholder --participant P001 "
+                              "--pictures halfcell --min-free-mb 0")
+    screen, keys, wait_for = term.screen, term.keys, term.wait_for
+    pictures_seen = []
 
     try:
         wait_for("ready")  # the warm-up ran the (placeholder) engine once
         keys("Enter")  # the participant field has focus and holds P001
         wait_for("Press Enter to begin.")
         keys("Enter")
-        for trial, text in enumerate(["it is a film set", "a street with people"], start=1):
+        for trial, text in enumerate(SENTENCES, start=1):
             wait_for("How negative do you feel right now?")
             keys("7")
             wait_for("Type what you would say")
             keys("-l", text)
             assert text in wait_for(text)
             keys("Enter")
+            end, most = time.monotonic() + 30, 0  # the feedback phase: the picture stands for 4 s
+            while most <= 500 and time.monotonic() < end:
+                shown = screen()
+                if "Type what you would say" not in shown:  # past the speaking screen
+                    most = max(most, sum(shown.count(b) for b in HALF_BLOCKS))
+                time.sleep(0.1)
+            pictures_seen.append(most)
             wait_for("How negative do you feel now?")
             keys("3")
             if trial == 1:
@@ -68,11 +92,37 @@ def test_two_trials_by_send_keys(tmp_path):
         while "exit=" not in (out.read_text() if out.exists() else "") and time.monotonic() < end:
             time.sleep(0.1)
     finally:
-        subprocess.run(tmux + ["kill-server"], capture_output=True)
+        term.close()
     printed = out.read_text()
     assert "exit=0" in printed, printed
     summary = json.loads(printed[: printed.rindex("exit=")])
     assert summary["state"] == "completed" and summary["trials_recorded"] == 2
     _, trials, _ = read_session(summary["folder"])
-    assert [(t["transcript"], t["rating_pre"], t["rating_post"]) for t in trials] == [
-        ("it is a film set", 7, 3), ("a street with people", 7, 3)]
+    assert [(t["transcript"], t["rating_pre"], t["rating_post"]) for t in trials] == [(s, 7, 3) for s in SENTENCES]
+    assert all(n > 500 for n in pictures_seen), f"a 48x24-cell picture on each feedback screen: {pictures_seen}"
+    for t in trials:
+        assert t["picture_shown"] == 1 and t["transcript_source"] == "typed" and t["prompt"] == t["prompt"].lower()
+        assert (data / t["picture_file"]).is_file() and "," not in t["prompt"]
+
+
+@pytest.mark.slow
+def test_tui_starts_on_the_demo_engines_and_recogniser(tmp_path, default_asr):
+    """The demo's random-weight engines once made the warm-up fail (the gate refused its picture): no more."""
+    pytest.importorskip("torch", reason="the export stage builds the demo's engines")
+    from rich.console import Console
+
+    from edge_cer.commands.demo import _export_engines
+
+    engines = _export_engines(tmp_path / "demo", Console(quiet=True))
+    term = Terminal(tmp_path, f"--engines {engines} --asr {default_asr} --data {tmp_path / 'data'} --min-free-mb 0 "
+                              "--participant P001 --pictures halfcell")
+    try:
+        term.wait_for("ready", timeout=120)
+        assert "warm-up failed" not in term.screen()
+        term.keys("C-q")
+        end = time.monotonic() + 20
+        while "exit=" not in (term.out.read_text() if term.out.exists() else "") and time.monotonic() < end:
+            time.sleep(0.1)
+    finally:
+        term.close()
+    assert "exit=0" in term.out.read_text()

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 from edge_cer.errors import EdgeCerError
 
@@ -154,6 +153,8 @@ def ssim(reference: np.ndarray | Image.Image, picture: np.ndarray | Image.Image)
         )
         pic = as_rgb(resized)
     x, y = _luminance(ref).astype(np.float64), _luminance(pic).astype(np.float64)
+
+    from scipy.ndimage import gaussian_filter  # only the analysis needs SSIM: a session starts without scipy
 
     def blur(a: np.ndarray) -> np.ndarray:
         return gaussian_filter(a, SSIM_SIGMA, truncate=SSIM_TRUNCATE)

@@ -119,6 +119,8 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None, prot
                                "AI feedback = a picture was shown; AI trials without one are left out",
                    "intention_to_treat": intention_to_treat,
                    "ai_trials": int(ai_trials.sum()), "without_picture": int(left_out[NO_PICTURE].sum()),
+                   "reasons": {str(k): int(v) for k, v in trials.loc[left_out[NO_PICTURE], "no_picture_reason"]
+                               .fillna("not recorded").str.split(":").str[0].value_counts().items()},
                    "by_source": {str(k): int(v) for k, v in
                                  trials.loc[ai_trials, "feedback_source"].fillna("not recorded").value_counts().items()}},
                "protocol": {"name": protocol.name, "source": protocol_source, "sha256": protocol.sha256}}

@@ -20,14 +20,15 @@ from edge_cer.session.protocol import FEEDBACK, STRATEGIES
 # The session engine owns the tidy format; this module adds how the analysis reads it.
 TRIALS_FILE = TIDY_FILE
 TRIAL_COLUMNS: tuple[str, ...] = TIDY_COLUMNS
-# What the live session adds (issue "One trial, wired once"): read when present, derived when absent (older data).
-# picture_shown is 1/0 on AI trials; feedback_source is final / speculative / best_ready / none.
-LIVE_RECORD_COLUMNS = tuple(c for c in ("picture_shown", "feedback_source") if c not in TIDY_COLUMNS)
-RECORDED_COLUMNS = TRIAL_COLUMNS + LIVE_RECORD_COLUMNS
 
 # Everything else is read as a number; identifiers stay strings so "007" is not participant 7.
 TEXT_COLUMNS = ("participant", "session", "strategy", "feedback", "stimulus_id", "transcript", "picture_file",
-                "picture_sha256", "engine_manifest_sha256", "status", "feedback_source")  # fmt: skip
+                "picture_sha256", "engine_manifest_sha256", "status", "transcript_source", "feedback_source",
+                "no_picture_reason", "prompt", "negative_prompt", "scheduler", "vae", "engine", "provider",
+                "safety_reason")  # fmt: skip
+# Added with session schema 3 (what was shown, provenance, feedback timing): missing in older files, read as empty;
+# picture_shown is then derived (below).
+RECORD_COLUMNS = TRIAL_COLUMNS[TRIAL_COLUMNS.index("picture_shown"):]
 # Whole numbers: written without ".0" (pandas reads them as float when a cell is empty), so R and pandas read
 # the seed 1779369991 as written.
 INTEGER_COLUMNS = ("block", "trial", "practice", "rating_pre", "rating_post", "seed", "steps", "picture_shown")
@@ -44,17 +45,18 @@ def read_trials(data_dir: str | Path) -> pd.DataFrame:
         raise EdgeCerError(f"{path}: not found; run a session into {data_dir} or `edge-cer simulate --out {data_dir}`")
     text = read_user_text(path, "", "the trials.csv that `edge-cer export-data` writes")
     header = text.partition("\n")[0].strip().split(",") if text.strip() else []
-    missing = [c for c in TRIAL_COLUMNS if c not in header]
+    missing = [c for c in TRIAL_COLUMNS if c not in header and c not in RECORD_COLUMNS]
     if missing:
         raise EdgeCerError(f"{path}: missing column(s) {', '.join(missing)}; the header must be: {','.join(TRIAL_COLUMNS)}")
-    columns = [c for c in RECORDED_COLUMNS if c in header]
+    columns = [c for c in TRIAL_COLUMNS if c in header]
     try:
         trials = pd.read_csv(io.StringIO(text), dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
                              na_values={c: [""] if c == "transcript" else list(MISSING) for c in columns})
     except (pd.errors.ParserError, ValueError) as exc:
         raise EdgeCerError(f"{path}: not a readable CSV ({' '.join(str(exc).split())}); rebuild it with "
                            f"`edge-cer export-data {data_dir}`") from exc
-    for column in columns:
+    trials = trials.reindex(columns=list(dict.fromkeys([*trials.columns, *TRIAL_COLUMNS])))
+    for column in TRIAL_COLUMNS:
         if column in TEXT_COLUMNS:
             continue
         numbers = pd.to_numeric(trials[column], errors="coerce")
@@ -66,22 +68,21 @@ def read_trials(data_dir: str | Path) -> pd.DataFrame:
     ai = trials["feedback"].eq("ai").fillna(False).astype(bool)
     if "picture_shown" not in header:  # older data: a picture was shown when its onset was logged
         trials["picture_shown"] = trials["picture_shown_s"].notna().astype(float).where(ai)
-    if "feedback_source" not in header:
-        trials["feedback_source"] = pd.Series(pd.NA, index=trials.index, dtype="string")
+    for column in (c for c in RECORD_COLUMNS if c in TEXT_COLUMNS and c not in header):
+        trials[column] = pd.Series(pd.NA, index=trials.index, dtype="string")
     for column, allowed in ALLOWED.items():
         bad = trials[column].notna() & ~trials[column].isin(allowed)
         if bad.any():
             row = int(bad.idxmax()) + 2
             raise EdgeCerError(f"{path}: line {row}, column {column}: {trials.at[bad.idxmax(), column]!r} is not one of {allowed}")
-    return trials[list(RECORDED_COLUMNS)]
+    return trials[list(TRIAL_COLUMNS)]
 
 
 def write_trials(trials: pd.DataFrame, data_dir: str | Path) -> Path:
-    """Writes the columns in contract order (and the live record's, when present); NaN becomes an empty cell."""
+    """Writes the columns in contract order; NaN becomes an empty cell."""
     path = Path(data_dir) / TRIALS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = [*TRIAL_COLUMNS, *(c for c in LIVE_RECORD_COLUMNS if c in trials)]
-    write_csv(trials.loc[:, columns], path)
+    write_csv(trials.reindex(columns=list(TRIAL_COLUMNS)), path)
     return path
 
 

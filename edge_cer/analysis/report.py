@@ -65,9 +65,14 @@ def _exclusions(rows: list[dict], ai: dict) -> str:
                      _text("left out" if r["left_out"] else "kept (intention to treat)")] for r in rows])
     sources = ", ".join(f"{html.escape(k)} {v}" for k, v in ai["by_source"].items())
     return (f"<h2>Exclusions</h2>{table}<p><b>AI trials without a shown picture: {ai['without_picture']} of "
-            f"{ai['ai_trials']}</b> completed, rated AI trials ({_share(ai['without_picture'], ai['ai_trials'])}). "
+            f"{ai['ai_trials']}</b> completed, rated AI trials ({_share(ai['without_picture'], ai['ai_trials'])})"
+            f"{_reasons(ai['reasons'])}. "
             f"{html.escape(_sentence(ai['handling']))}; the sensitivity table shows the other choice. "
             f"<span class=method>feedback_source of the rated AI trials: {sources}.</span></p>")
+
+
+def _reasons(reasons: dict) -> str:
+    return " (" + html.escape(", ".join(f"{k} {v}" for k, v in reasons.items())) + ")" if reasons else ""
 
 
 def _sentence(text: str) -> str:

@@ -40,7 +40,7 @@ import pandas as pd
 
 from edge_cer.affect.alignment import alignment as alignment_of
 from edge_cer.affect.text import vader_valence
-from edge_cer.analysis.columns import RECORDED_COLUMNS, write_trials
+from edge_cer.analysis.columns import TRIAL_COLUMNS, write_trials
 from edge_cer.errors import EdgeCerError
 from edge_cer.session.counterbalance import balanced_latin_square, plan_session
 from edge_cer.session.protocol import Protocol, load_protocol
@@ -179,7 +179,7 @@ def simulate_trials(participants: int, model: Model, protocol: Protocol, seed: i
     check(participants, model, protocol)
     rng = np.random.default_rng(seed)
     trials = draw_trials(list(range(1, participants + 1)), model, protocol, rng)
-    return record(trials, model, protocol, rng)[list(RECORDED_COLUMNS)]
+    return record(trials, model, protocol, rng).reindex(columns=list(TRIAL_COLUMNS))
 
 
 def check(participants: int, model: Model, protocol: Protocol) -> None:

@@ -84,15 +84,14 @@ def check_args(args) -> None:
 
 
 def run_live(args) -> int:
-    try:
-        from edge_cer.live.bench import run_live_bench
-    except ImportError as exc:
-        raise EdgeCerError("--live needs edge_cer/live/bench.py (run_live_bench), which this install does not "
-                           f"have yet ({exc}); run `edge-cer bench --engines DIR` without --live") from exc
+    from edge_cer.bench.live import run_live_bench
+
     if args.engines is None or args.asr is None:
         raise EdgeCerError("--live needs --engines DIR (edge-cer export sd) and --asr DIR (edge-cer export asr)")
+    if len(args.backend or ["cpu"]) > 1:
+        raise EdgeCerError("--live measures one backend at a time; give one --backend")
     run_live_bench(args.engines, args.asr, audio_files=args.audio or None, synthesize=not args.audio,
-                   out=args.out)
+                   out=args.out, provider=(args.backend or ["cpu"])[0])
     return 0
 
 

@@ -13,29 +13,32 @@ The final transcript cancels every speculative run with another prompt; when the
 the final one, its picture is used and no final generation runs (same seed, so it is the same picture). Every
 picture passes the safety gate; a blocked picture of the final prompt is regenerated with the next seed while the
 gate allows. At the deadline `result()` returns what `[live] on_deadline` says, without waiting for the worker.
+A generator that is gone for good (`GeneratorLost`: its server died) ends the trial at once: `result()` raises it, so
+the session stops (resumable) instead of recording every later AI trial without a picture.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_cer.affect.gate import PictureScorer, SafetyGate
 from edge_cer.affect.safety import REGENERATE, GateDecision, SafetyPolicy
-from edge_cer.live.gate import PictureScorer, SafetyGate
-from edge_cer.live.prompt import PromptBuilder
-from edge_cer.session.generation import GeneratedPicture
-from edge_cer.session.protocol import Generation as GenerationSettings
-from edge_cer.session.protocol import Live
+from edge_cer.engine import GeneratedPicture
+from edge_cer.errors import GeneratorLost
+from edge_cer.session.prompt import PromptBuilder
+from edge_cer.session.protocol import Generation, Live
 
 NS = 1_000_000_000
 SPECULATIVE, FINAL, REGENERATED = "speculative", "final", "regenerate"
 
 
 @dataclass
-class Generation:
+class EngineRun:
     """One engine run; times are on the trial's clock (ns)."""
 
     kind: str  # speculative / final / regenerate
@@ -61,7 +64,7 @@ class Generation:
 
 @dataclass(frozen=True)
 class LiveOutcome:
-    """What the participant is shown, and the accounting for the trial row (data.LIVE_COLUMNS)."""
+    """What the participant is shown, and the accounting for the trial row (data.DRIVER_COLUMNS)."""
 
     picture: GeneratedPicture | None
     prompt: str  # the shown picture's prompt ("" when none)
@@ -69,39 +72,45 @@ class LiveOutcome:
     ready_ns: int | None  # when the shown picture was ready
     reason: str | None  # why the picture is not that of the final transcript (None when it is)
     final_prompt: str
-    generations: tuple[Generation, ...]
+    generations: tuple[EngineRun, ...]
     decided_ns: int  # when this outcome was chosen: the feedback can start from here
+    deadline_missed: bool = False  # the deadline passed before the final transcript's picture was decided
+    errors: dict = field(default_factory=dict)  # the worker's own failures (precompute, a bug), for the log
 
     def fields(self, settings: dict) -> dict:
         speculative = [g for g in self.generations if g.kind == SPECULATIVE]
         shown = next((g for g in self.generations if self.picture is not None and g.picture is self.picture), None)
+        blocked = [g for g in self.generations if g.outcome == "ready" and not g.safe]
         return {
             "speculative_generations": len(speculative),
             "wasted_generations": sum(g is not shown for g in speculative),
             "feedback_source": self.source,
-            "safety_blocked": sum(g.outcome == "ready" and not g.safe for g in self.generations),
+            "safety_blocked": len(blocked),
+            "safety_reason": "; ".join(dict.fromkeys(r for g in blocked for r in g.decision.reasons)) or None,
+            "generation_deadline_missed": int(self.deadline_missed),
             "live": {"final_prompt": self.final_prompt, "shown_prompt": self.prompt, "reason": self.reason,
-                     "settings": settings, "generations": [g.record() for g in self.generations]},
+                     "settings": settings, "generations": [g.record() for g in self.generations], **self.errors},
         }
 
 
 class LiveTrial:
-    def __init__(self, generator, stimulus_path: Path, *, seed: int, generation: GenerationSettings,
-                 prompt: PromptBuilder, live: Live, policy: SafetyPolicy,
+    def __init__(self, generator, stimulus_path: Path, *, seed: int, generation: Generation,
+                 prompt: PromptBuilder, live: Live, policy: SafetyPolicy, scorer: PictureScorer | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, precompute: bool = True):
         self.generator, self.stimulus_path, self.seed = generator, Path(stimulus_path), seed
         self.settings, self.prompt, self.live, self.clock = generation, prompt, live, clock
-        self.gate = SafetyGate(self.stimulus_path, policy, PictureScorer(generator))
-        self.generations: list[Generation] = []
+        self.gate = SafetyGate(self.stimulus_path, policy, scorer or PictureScorer(generator))
+        self.generations: list[EngineRun] = []
         self._cond = threading.Condition()
         self._pending: tuple[str, int] | None = None  # newest speculative prompt not yet generated, and since when
-        self._running: Generation | None = None
+        self._running: EngineRun | None = None
         self._final: str | None = None  # the final transcript's prompt, once known
         self._deadline_ns: int | None = None
         self._outcome: LiveOutcome | None = None
         self._closed = False
         self.precompute_error: str | None = None
         self.worker_error: str | None = None
+        self.lost: GeneratorLost | None = None  # the generator is gone: result() raises it
         self._thread = threading.Thread(target=self._work, args=(precompute,), name="live-generation", daemon=True)
         self._thread.start()
 
@@ -135,13 +144,21 @@ class LiveTrial:
         with self._cond:
             if self._final is None:
                 raise RuntimeError("LiveTrial.result() before final()")
-            while self._outcome is None and (left := self._deadline_ns - self.clock()) > 0:
+            while self._outcome is None and self.lost is None and (left := self._deadline_ns - self.clock()) > 0:
                 self._cond.wait(left / NS)
+            if self.lost is not None:
+                raise self.lost
             if self._outcome is None:
-                self._outcome = self._select("deadline: the final picture was not ready in time")
+                self._outcome = dataclasses.replace(self._select("deadline: the final picture was not ready in time"),
+                                                    deadline_missed=True)
                 self._closed = True
                 self._cond.notify_all()
             return self._outcome
+
+    @property
+    def closed(self) -> bool:
+        """Its outcome is decided or it was closed: a repeated speaking window (after a pause) needs a new trial."""
+        return self._closed or self._outcome is not None
 
     def close(self, timeout: float | None = None) -> None:
         """Cancel whatever runs and wait for the worker (it stops at the engine's next step)."""
@@ -156,6 +173,9 @@ class LiveTrial:
         if precompute and hasattr(self.generator, "precompute"):
             try:
                 self.generator.precompute(self.stimulus_path)  # image embeddings + latents before speech
+            except GeneratorLost as exc:
+                self._lose(exc)
+                return
             except Exception as exc:  # noqa: BLE001 - logged; generate() meets (and records) the same problem
                 self.precompute_error = f"{type(exc).__name__}: {exc}"
         try:
@@ -164,7 +184,7 @@ class LiveTrial:
         except Exception as exc:  # noqa: BLE001 - a bug here must not stall the trial: result() falls back at the deadline
             self.worker_error = f"{type(exc).__name__}: {exc}"
 
-    def _next_job(self) -> Generation | None:
+    def _next_job(self) -> EngineRun | None:
         with self._cond:
             while True:
                 if self._closed or self._outcome is not None:
@@ -176,7 +196,7 @@ class LiveTrial:
                         return None
                     break
                 if self._pending and (wait := self._pending[1] + self.live.debounce_s * NS - self.clock()) <= 0:
-                    job = Generation(SPECULATIVE, self._pending[0], self.seed, self.clock())
+                    job = EngineRun(SPECULATIVE, self._pending[0], self.seed, self.clock())
                     self._pending = None
                     break
                 self._cond.wait(wait / NS if self._pending else None)
@@ -184,7 +204,7 @@ class LiveTrial:
             self.generations.append(job)
             return job
 
-    def _final_job(self) -> Generation | None:
+    def _final_job(self) -> EngineRun | None:
         """The next generation for the final prompt, or None after deciding the outcome (under the lock)."""
         prompt = self._final
         if not prompt:
@@ -196,21 +216,24 @@ class LiveTrial:
             return None
         last = mine[-1] if mine else None
         if last is None:
-            return Generation(FINAL, prompt, self.seed, self.clock())
+            return EngineRun(FINAL, prompt, self.seed, self.clock())
         if last.outcome == "failed":
             self._outcome = self._select(f"generation failed: {last.why}")
         elif last.decision.action == REGENERATE:
-            return Generation(REGENERATED, prompt, self.seed + len(mine), self.clock())
+            return EngineRun(REGENERATED, prompt, self.seed + len(mine), self.clock())
         else:
             self._outcome = self._select("safety gate: " + "; ".join(last.decision.reasons))
         return None
 
-    def _generate(self, job: Generation) -> None:
+    def _generate(self, job: EngineRun) -> None:
         g = self.settings
         try:
             picture = self.generator.generate(self.stimulus_path, job.prompt, seed=job.seed, strength=g.strength,
                                               ip_scale=g.ip_scale, steps=g.steps,
                                               callback_on_step_end=lambda *_: self._stale(job) is None)
+        except GeneratorLost as exc:
+            picture, job.why = None, f"{type(exc).__name__}: {exc}"
+            self._lose(exc)
         except Exception as exc:  # noqa: BLE001 - recorded; the trial goes on without this picture
             picture, job.why = None, f"{type(exc).__name__}: {exc}"
         with self._cond:
@@ -228,7 +251,12 @@ class LiveTrial:
             self._running = None
             self._cond.notify_all()
 
-    def _stale(self, job: Generation) -> str | None:
+    def _lose(self, exc: GeneratorLost) -> None:
+        with self._cond:
+            self.lost, self._closed = exc, True  # no more jobs: the worker ends
+            self._cond.notify_all()
+
+    def _stale(self, job: EngineRun) -> str | None:
         """Why a running generation should stop (checked at every engine step), or None."""
         if self._closed or self._outcome is not None:
             return "trial closed (deadline passed or picture chosen)"
@@ -250,6 +278,6 @@ class LiveTrial:
             return self._outcome_of(safe[0], "best_ready", reason)
         return self._outcome_of(None, "none", reason)
 
-    def _outcome_of(self, g: Generation | None, source: str, reason: str | None) -> LiveOutcome:
+    def _outcome_of(self, g: EngineRun | None, source: str, reason: str | None) -> LiveOutcome:
         return LiveOutcome(g.picture if g else None, g.prompt if g else "", source, g.ended_ns if g else None,
                            reason, self._final or "", tuple(self.generations), self.clock())

@@ -1,7 +1,7 @@
 """`RemoteGenerator`: the terminal's picture generator when the engines live on a server (`edge-cer serve`, or
 Triton serving `edge-cer export triton-repo`), over `tritonclient`'s gRPC client.
 
-    generator = connect("grpc://gpu-box:8001")      # behind the safety gate, as edge_cer.engine.load_generator
+    generator = RemoteGenerator("grpc://gpu-box:8001", guidance=7.5, vae="full")   # edge_cer.runtime builds it
     picture = generator.generate(Path("stimulus.png"), "he will recover", seed=1, strength=0.6, ip_scale=0.6, steps=20)
 
 Same verbs and records as `EngineGenerator`: the server returns the manifest hash, seed and parameters of every
@@ -13,6 +13,7 @@ without a picture. A stimulus is sent once; the server keeps it, with its embedd
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import queue
@@ -27,7 +28,7 @@ from edge_cer.manifest import ExportManifest
 from edge_cer.serve.protocol import (
     CLIP_EMBEDS, GENERATE, INFO, INPUTS, OUTPUTS, PRECOMPUTE, UNKNOWN_STIMULUS, dumps, first, loads, to_bytes_tensor,
 )
-from edge_cer.session.generation import GeneratedPicture
+from edge_cer.engine import GeneratedPicture
 
 RETRYABLE = ("StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED")  # down, restarting, or its queue is full
 CANCEL_POLL_S = 0.05  # how often a running call asks `callback_on_step_end` whether it is still wanted
@@ -83,6 +84,12 @@ class RemoteGenerator:
         timings = {**record["timings"], "server_total_s": record["timings"]["total_s"],
                    "total_s": time.perf_counter() - start}
         return GeneratedPicture(png=png, params=dict(record["params"], server=self.url), timings=timings)
+
+    def with_settings(self, **settings) -> RemoteGenerator:
+        """The same connection with other fixed settings (guidance, negative_prompt, scheduler, vae)."""
+        other = copy.copy(self)
+        vars(other).update(settings)
+        return other
 
     def clip_image_embeds(self, image: Image.Image) -> np.ndarray:
         buffer = io.BytesIO()
@@ -215,10 +222,3 @@ class ServedPipeline:
     def __init__(self, generator: RemoteGenerator, manifest: ExportManifest):
         self.manifest, self.clip_image_embeds = manifest, generator.clip_image_embeds
 
-
-def connect(url: str, gated: bool = True, **options):
-    """The served engine as a session's picture generator, behind the safety gate (as `engine.load_generator`)."""
-    from edge_cer.live.gate import GatedGenerator
-
-    generator = RemoteGenerator(url, **options)
-    return GatedGenerator(generator) if gated else generator

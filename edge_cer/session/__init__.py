@@ -1,13 +1,15 @@
-"""The CER session: protocol, stimuli, counterbalancing, the headless engine, crash-safe data and exports.
+"""The CER session: protocol, stimuli, counterbalancing, the phase machine, crash-safe data and exports.
 
 Torch-free. See docs/session.md. The pieces other parts use:
 
-    from edge_cer.session import Session, open_session, run_headless, run_scripted_demo
-    from edge_cer.session.generation import GeneratedPicture, PictureGenerator, Transcriber, Transcript
+    from edge_cer.session import Session, open_session
     from edge_cer.session.bids import export_bids, export_tidy
+
+The session never makes pictures or listens; edge_cer.runtime wires the parts that do, and edge_cer.headless
+drives a session with a scripted participant.
 """
 
-from edge_cer.session.engine import Phase, Session, SessionClock
-from edge_cer.session.run import open_session, run_headless, run_scripted_demo, run_session
+from edge_cer.session.opening import open_session
+from edge_cer.session.phases import Phase, PictureRequest, Session, SessionClock
 
-__all__ = ["Phase", "Session", "SessionClock", "open_session", "run_headless", "run_scripted_demo", "run_session"]
+__all__ = ["Phase", "PictureRequest", "Session", "SessionClock", "open_session"]

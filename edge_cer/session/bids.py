@@ -29,16 +29,15 @@ from importlib.metadata import version
 from pathlib import Path
 
 from edge_cer.errors import EdgeCerError, warn
-from edge_cer.session.data import (BIDS_DIR, LIVE_COLUMNS, TIDY_COLUMNS, TIDY_FILE, _fsync_dir, atomic_write,
-                                   list_sessions, read_session, warn_damaged)
+from edge_cer.session.data import (BIDS_DIR, TIDY_COLUMNS, TIDY_FILE, _fsync_dir, atomic_write, list_sessions,
+                                   read_session, warn_damaged)
 from edge_cer.session.ownership import export_lock
 
 BIDS_VERSION = "1.9.0"
 TASK = "cer"
 # BIDS columns: onset/duration of the stimulus, trial_type, then the tidy columns (participant/session are in the path).
-# The live pipeline's scalar accounting follows (its `live` JSON stays in the database).
-BEH_COLUMNS = ("onset", "duration", "trial_type") + tuple(c for c in TIDY_COLUMNS if c not in ("participant", "session")) \
-    + tuple(c for c in LIVE_COLUMNS if c != "live")
+# The live pipeline's `live` JSON log stays in the database.
+BEH_COLUMNS = ("onset", "duration", "trial_type") + tuple(c for c in TIDY_COLUMNS if c not in ("participant", "session"))
 _SECONDS_FROM_SPEAKING = "Seconds from the onset of the speaking window"
 COLUMN_DESCRIPTIONS = {
     "onset": ("Onset of the stimulus picture, from the session start (session clock, monotonic)", "s"),
@@ -59,23 +58,43 @@ COLUMN_DESCRIPTIONS = {
     "rating_post_rt_ms": ("Response time of rating_post from the onset of the rating screen", "ms"),
     "picture_file": ("Generated picture, relative to the edge-cer data folder", None),
     "picture_sha256": ("SHA-256 of the generated picture file", None),
-    "seed": ("Random seed of the picture generation", None),
+    "seed": ("Random seed that made the shown picture (the planned seed + 1 per safety-gate retry)", None),
     "strength": ("img2img strength of the picture generation", None),
     "ip_scale": ("IP-Adapter scale of the picture generation", None),
-    "steps": ("Denoising steps of the picture generation", None),
+    "steps": ("Scheduler steps of the picture generation (before strength takes its share)", None),
     "engine_manifest_sha256": ("SHA-256 of the picture engine's manifest (which exported models were used)", None),
     "speech_end_s": (f"{_SECONDS_FROM_SPEAKING} to the end of speech (recogniser endpoint)", "s"),
     "transcript_final_s": (f"{_SECONDS_FROM_SPEAKING} to the final transcript", "s"),
     "picture_ready_s": (f"{_SECONDS_FROM_SPEAKING} to the generated picture being stored", "s"),
     "picture_shown_s": (f"{_SECONDS_FROM_SPEAKING} to the feedback picture's onset", "s"),
+    "picture_shown": ("1 when a generated picture was shown in the feedback phase, 0 when not (no-feedback trials, "
+                      "and AI trials whose picture was blocked, late or not made; see no_picture_reason)", None),
+    "transcript_source": ("Where the transcript came from", None),
+    "no_picture_reason": ("Why an AI-feedback trial showed no picture", None),
+    "prompt": ("The prompt that made the shown picture (built from the transcript by the protocol's [prompt] rules)",
+               None),
+    "negative_prompt": ("Negative prompt of the picture generation (used when guidance > 1)", None),
+    "guidance": ("Classifier-free guidance scale of the picture generation", None),
+    "scheduler": ("Scheduler option of the picture generation (empty: the model's own)", None),
+    "vae": ("VAE decoder of the picture generation: full, or tiny (the export's TAESD decoder)", None),
+    "engine": ("Inference backend that made the picture (placeholder: not AI)", None),
+    "provider": ("Execution provider the engine ran on (cpu, cuda, tensorrt, trt-native)", None),
+    "safety_reason": ("Why the safety gate blocked pictures on this trial", None),
+    "generation_s": ("Generation time of the shown picture", "s"),
+    "generation_deadline_missed": ("1 when the final transcript's picture was not ready by the generation deadline "
+                                   "([live] deadline_s after the end of speech)", None),
+    "feedback_wait_s": ("From the end of the speaking window to the feedback phase's onset (waiting for the picture)",
+                        "s"),
+    "feedback_duration_s": ("Requested duration of the feedback phase, counted from its actual onset", "s"),
+    "feedback_shown_duration_s": ("Actual duration of the feedback phase (next phase's onset minus its onset)", "s"),
     "text_valence": ("Valence of the transcript estimated by edge-cer's affect measures", None),
     "picture_valence": ("Valence of the generated picture estimated by edge-cer's affect measures", None),
     "alignment": ("Agreement of text and picture valence (edge-cer's affect measures)", None),
     "status": ("completed; skipped by the experimenter; or aborted (session ended on this trial)", None),
     "speculative_generations": ("Pictures the live pipeline started from partial transcripts while the participant "
-                                "spoke (n/a: not run live)", None),
+                                "spoke (n/a: no-feedback trial)", None),
     "wasted_generations": ("Speculative generations whose picture was not shown (cancelled or superseded)", None),
-    "feedback_source": ("Where the shown picture came from (n/a: not run live)", None),
+    "feedback_source": ("Where the shown picture came from (n/a: no-feedback trial)", None),
     "safety_blocked": ("Generated pictures the safety gate kept from the participant (more negative or redder than "
                        "the stimulus)", None),
 }
@@ -87,6 +106,8 @@ _LEVELS = {
                         "speculative": "generated from a partial transcript whose prompt equals the final one",
                         "best_ready": "deadline or safety fallback: the newest safe picture of an earlier partial",
                         "none": "no picture was shown (deadline, safety gate or empty transcript; see the note)"},
+    "transcript_source": {"live": "heard by the speech recogniser", "scripted": "given by a scripted participant",
+                          "typed": "typed on the keyboard"},
     "status": {"completed": "all phases ran", "skipped": "skipped by the experimenter", "aborted": "session aborted"},
 }
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from edge_cer.errors import EdgeCerError, warn
 
-SCHEMA_VERSION = 2  # 2: LIVE_COLUMNS (added in place to a version-1 session when it is reopened)
+SCHEMA_VERSION = 3  # 2: the live columns; 3: provenance and feedback timing (added in place when reopened)
 KEY_FILE = "participant-keys.tsv"
 SESSIONS_DIR = "sessions"
 DB_FILE = "session.sqlite3"
@@ -45,14 +45,23 @@ TIDY_COLUMNS = (
     "rating_post_rt_ms", "picture_file", "picture_sha256", "seed", "strength", "ip_scale", "steps",
     "engine_manifest_sha256", "speech_end_s", "transcript_final_s", "picture_ready_s", "picture_shown_s",
     "text_valence", "picture_valence", "alignment", "status",
+    # What was shown and why (schema 3): whether a picture appeared, where the transcript came from, where the
+    # picture came from, why there was none; every parameter that made it (the rest are above); the safety gate;
+    # timing: generation latency, the deadline, the wait after speaking, feedback duration requested and actual.
+    "picture_shown", "transcript_source", "feedback_source", "no_picture_reason",
+    "prompt", "negative_prompt", "guidance", "scheduler", "vae", "engine", "provider",
+    "speculative_generations", "wasted_generations", "safety_blocked", "safety_reason",
+    "generation_s", "generation_deadline_missed", "feedback_wait_s", "feedback_duration_s", "feedback_shown_duration_s",
 )
 # Filled by `trial_annotators` (the affect measures) just before a trial row is written.
 ANNOTATION_COLUMNS = ("text_valence", "picture_valence", "alignment")
-# Written by the live pipeline (edge_cer.live): how many generations ran and were wasted, where the shown picture
-# came from, how many pictures the safety gate blocked, and `live` (JSON: every generation and gate decision).
-LIVE_COLUMNS = ("speculative_generations", "wasted_generations", "feedback_source", "safety_blocked", "live")
-# Kept in the database beyond the tidy columns: all onsets, the prompt, everything the generator reported.
-EXTRA_COLUMNS = ("stimulus_dominance", "onsets", "prompt", "generation", "attempt", "note") + LIVE_COLUMNS
+# Handed in by the session's driver with the picture (edge_cer.live): how many generations ran and were wasted, where
+# the shown picture came from, what the safety gate blocked and why, the deadline, and `live` (JSON: every
+# generation and gate decision).
+DRIVER_COLUMNS = ("speculative_generations", "wasted_generations", "feedback_source", "safety_blocked",
+                  "safety_reason", "generation_deadline_missed", "live")
+# Kept in the database beyond the tidy columns: all onsets, everything the generator reported, the live log.
+EXTRA_COLUMNS = ("stimulus_dominance", "onsets", "generation", "attempt", "note", "live")
 TRIAL_STATUSES = ("completed", "skipped", "aborted")
 
 _PSEUDONYM_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: codes are read aloud and retyped
@@ -195,7 +204,7 @@ class SessionStore:
         self._con = _connect(self.folder / DB_FILE)
         self.meta = dict(self._con.execute("SELECT key, value FROM meta"))
         have = {row[1] for row in self._con.execute("PRAGMA table_info(trials)")}
-        for column in (c for c in EXTRA_COLUMNS if c not in have):  # a version-1 session resumed by this version
+        for column in (c for c in TIDY_COLUMNS + EXTRA_COLUMNS if c not in have):  # an older session, resumed
             self._con.execute(f"ALTER TABLE trials ADD COLUMN {column}")
 
     @classmethod

@@ -22,6 +22,7 @@ from edge_cer.errors import EdgeCerError, read_user_text
 
 STRATEGIES = ("reappraise", "describe", "look")
 FEEDBACK = ("ai", "none")
+SCHEDULERS = ("", "euler", "ddim", "lcm", "dpm++2m")  # as `edge-cer generate --scheduler` takes them
 DEFAULT_PROTOCOL = "default_protocol.toml"
 # Sanity limits: far beyond any real study, low enough that nothing overflows (SQLite integers, the clock).
 MAX_PHASE_S = 3600.0
@@ -86,12 +87,14 @@ class Generation:
     strength: float = 0.6  # img2img strength: keeps the scene recognisable while changing its meaning
     ip_scale: float = 0.6  # IP-Adapter weight of the stimulus picture
     steps: int = 4  # denoising steps: few-step schedulers keep speech-end -> picture short on a CPU
+    guidance: float = 7.5  # classifier-free guidance (diffusers' default); <= 1 turns it off and halves the UNet work
+    scheduler: str = ""  # "" is the model's own scheduler; or euler, ddim, lcm, dpm++2m (edge-cer generate --scheduler)
     vae: str = "full"  # "tiny": the export's tiny VAE decoder (TAESD), ~10x less decoder work, softer detail
 
 
 @dataclass(frozen=True)
 class PromptSettings:
-    """How a spoken reappraisal becomes the picture prompt (edge_cer.live.prompt); the prompt is recorded per trial."""
+    """How a spoken reappraisal becomes the picture prompt (edge_cer.session.prompt); the prompt is recorded per trial."""
 
     template: str = "{transcript}"  # e.g. "a photo, {transcript}"; holds {transcript} exactly once
     # Hesitations carry no picture content; whole words and phrases, case-insensitive ("like" is left alone: it is
@@ -116,6 +119,18 @@ class Live:
     # At the deadline without a (safe) picture of the final transcript: "best" shows the newest safe picture that
     # is ready (from an earlier partial), "none" a blank screen. Either way the trial clock goes on and it is logged.
     on_deadline: str = "best"
+
+
+@dataclass(frozen=True)
+class Safety:
+    """The safety gate's thresholds (edge_cer.affect.safety): a picture more negative or redder than its stimulus by
+    more than these is regenerated with the next seed, `max_attempts` times at most, then the `[live] on_deadline`
+    fallback is shown. Scores: CLIP zero-shot valence in [-1, 1] when the engine carries it, else pixel proxies."""
+
+    max_valence_drop: float = 0.0  # a supportive picture must never be more negative than the stimulus
+    max_red_share_increase: float = 0.05  # blood and fire read as red; 5 points of the frame is above resampling noise
+    concept_threshold: float = 0.3  # CLIP softmax probability of a blocked concept (blood, injury, weapon, body)
+    max_attempts: int = 3  # ~1 s per generation on the target GPU: 3 tries fit the feedback deadline
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,7 @@ class Protocol:
     generation: Generation = field(default_factory=Generation)
     prompt: PromptSettings = field(default_factory=PromptSettings)
     live: Live = field(default_factory=Live)
+    safety: Safety = field(default_factory=Safety)
     instructions: Instructions = field(default_factory=Instructions)
     source: str = "<default>"  # where it was read from (not a TOML key)
     text: str = ""  # the exact TOML text, stored in every session database (not a TOML key)
@@ -282,6 +298,9 @@ def _check(p: Protocol) -> None:
                f"need 0 < strength <= 1, 0 <= ip_scale <= 10, 1 <= steps <= {MAX_STEPS}")
     if g.vae not in ("full", "tiny"):
         refuse("[generation] vae", f"= {g.vae!r}", 'use "full" or "tiny" (an export with --tiny-vae)')
+    if g.scheduler not in SCHEDULERS or not 0 <= g.guidance <= 50:
+        refuse("[generation]", f"scheduler={g.scheduler!r}, guidance={g.guidance}",
+               f"scheduler is one of {SCHEDULERS} (\"\": the model's own) and 0 <= guidance <= 50")
     pr = p.prompt
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(pr.template) if name is not None]
@@ -298,3 +317,7 @@ def _check(p: Protocol) -> None:
         refuse("[live]", f"debounce_s={lv.debounce_s}, deadline_s={lv.deadline_s}", "need debounce_s >= 0 and deadline_s > 0")
     if lv.on_deadline not in ("best", "none"):
         refuse("[live] on_deadline", f"= {lv.on_deadline!r}", 'use "best" or "none"')
+    sf = p.safety
+    if sf.max_valence_drop < 0 or sf.max_red_share_increase < 0 or not 0 < sf.concept_threshold <= 1 or sf.max_attempts < 1:
+        refuse("[safety]", f"= {dataclasses.asdict(sf)}",
+               "need drops >= 0, 0 < concept_threshold <= 1 and max_attempts >= 1")

@@ -101,22 +101,3 @@ def run(args: argparse.Namespace) -> int:
         transcript = Transcript(" ".join(f.text for f in finals), tuple(finals))
     print(json.dumps({"transcript": transcript.text}) if args.partials else transcript.text)
     return 0
-
-
-class FileTranscriber:
-    """The session engine's `Transcriber` over an ASR folder: one recogniser, loaded once, per-trial WAV files."""
-
-    def __init__(self, asr_dir: str | Path):
-        self.asr_dir = Path(asr_dir)
-        self.recognizer = create_recognizer(self.asr_dir)  # verifies the folder (hashes, metadata) up front
-
-    def transcribe(self, wav_path: Path):
-        from edge_cer.session.generation import Transcript as TrialTranscript
-
-        result = transcribe_file(self.recognizer, wav_path)
-        end = max((f.t_endpoint for f in result.finals), default=None)
-        return TrialTranscript(result.text, end)
-
-
-def load_transcriber(asr_dir: str | Path) -> FileTranscriber:
-    return FileTranscriber(asr_dir)

@@ -1,8 +1,12 @@
-"""The app: loads and warms the engines, then drives the headless `Session` phase by phase.
+"""The app: builds and warms the runtime (edge_cer.runtime), then drives the headless `Session` phase by phase.
 
 Every session verb is called here, on the event loop's thread (the session's SQLite connection belongs to it);
-blocking work (engine load, warm-up, picture making, listening) runs in thread workers and comes back as
+blocking work (loading, warm-up, listening, waiting for the picture) runs in thread workers and comes back as
 messages. Phases end by a timer at `phase.due_ns`, a rating, a final transcript or an acknowledgement.
+
+Pictures come from the runtime's live pipeline, as in `edge-cer run`: while the participant speaks, its partial
+transcripts start speculative generations; the final transcript (spoken or typed) decides the picture, which the
+safety gate checked, within the protocol's deadline. The session is handed the picture or the reason for none.
 """
 
 from __future__ import annotations
@@ -23,19 +27,18 @@ from textual.theme import Theme
 from textual.timer import Timer
 
 from edge_cer.errors import EdgeCerError
+from edge_cer.runtime import Runtime, build_runtime
 from edge_cer.session import bids
 from edge_cer.session.data import read_session
-from edge_cer.session.engine import NS, Phase, Session
-from edge_cer.session.generation import PlaceholderGenerator
+from edge_cer.session.opening import open_session
+from edge_cer.session.phases import NS, Phase, Session
 from edge_cer.session.protocol import Protocol, load_protocol
-from edge_cer.session.run import open_session
 from edge_cer.session.stimuli import StimulusSet, synthetic_stimuli
-from edge_cer.tui.pictures import BackgroundPictures
 from edge_cer.tui.screens.experimenter import ExperimenterScreen
 from edge_cer.tui.screens.help import HelpScreen
 from edge_cer.tui.screens.session import SessionScreen
 from edge_cer.tui.screens.setup import SetupScreen
-from edge_cer.tui.speech import listen, microphone_problem
+from edge_cer.tui.speech import microphone_problem
 from edge_cer.tui.widgets.picture import PictureView, mode_name
 
 # Calm: muted blue-green on slate, amber for warnings, and no red anywhere (error is amber too).
@@ -52,10 +55,12 @@ class TuiOptions:
     data_dir: Path
     protocol: Protocol | None = None
     stimuli: StimulusSet | None = None
-    engines: Path | None = None  # the picture engine folder (edge_cer.engine.load_generator)
-    server: str | None = None  # grpc://HOST:PORT of `edge-cer serve`, instead of engines (edge_cer.serve.client)
+    engines: Path | None = None  # the picture engine folder (edge-cer export sd)
+    server: str | None = None  # grpc://HOST:PORT of `edge-cer serve`, instead of engines (docs/serve.md)
     placeholder: bool = False  # no engine: AI-feedback trials get PlaceholderGenerator pictures (not AI)
     asr: Path | None = None  # the speech recogniser folder; without it the reappraisal is typed
+    provider: str = "cpu"  # where the picture engine runs (edge_cer.backends.PROVIDERS)
+    backend_options: dict | None = None  # edge_cer.backends.backend_options (--cuda-graphs)
     typing: bool = False  # type even with a recogniser and a microphone
     pictures: str = "auto"  # textual-image drawing: auto, tgp, sixel, halfcell, unicode
     participant: str = ""  # prefills the setup screen
@@ -82,24 +87,26 @@ class CerApp(App[dict]):
             self.done, self.total, self.text, self.ready, self.problem = done, total, text, ready, problem
 
     class PictureMade(Message):
-        def __init__(self, token: int):
-            super().__init__()
-            self.token = token
+        """The live pipeline's outcome (edge_cer.live.trial.LiveOutcome) for the feedback of phase `token`."""
 
-    class Heard(Message):
-        """A recogniser event for the speaking phase `token`; `event` None: listening has ended."""
-
-        def __init__(self, token: int, event):
+        def __init__(self, token: int, outcome):
             super().__init__()
-            self.token, self.event = token, event
+            self.token, self.outcome = token, outcome
+
+    class Recognised(Message):
+        """A recogniser event for the speaking phase `token` with the transcript so far; `event` None: listening
+        has ended."""
+
+        def __init__(self, token: int, event, text: str = ""):
+            super().__init__()
+            self.token, self.event, self.text = token, event, text
 
     def __init__(self, options: TuiOptions):
         super().__init__()
         self.options = options
         self.protocol = options.protocol or load_protocol()
         self.stimuli = options.stimuli
-        self.pictures: BackgroundPictures | None = None
-        self.recognizer = None
+        self.runtime: Runtime | None = None
         self.typing = True
         self.speech_status = "checking…"  # what the setup screen says about speech input
         self.session: Session | None = None
@@ -121,8 +128,9 @@ class CerApp(App[dict]):
     def _show_facts(self) -> None:
         p, o = self.protocol, self.options
         conditions = ", ".join(c.label for c in p.conditions)
-        engine = o.engines.name if o.engines else o.server or "none"
-        engine = "placeholder pictures (not AI)" if o.placeholder else engine
+        engine = self.runtime.engine_name if self.runtime else "loading…"
+        if o.engines is not None and self.runtime is not None:
+            engine = f"{o.engines.name}: {engine}"
         self._setup().facts = (
             ("protocol", f"{p.name}: {p.design.trials_per_condition} trials x {conditions}"),
             ("stimuli", "synthetic (never for research)" if self.stimuli is None or self.stimuli.synthetic
@@ -137,58 +145,30 @@ class CerApp(App[dict]):
 
     @work(thread=True, exclusive=True, group="warmup")
     def warm_up(self) -> None:
-        """Load the engines and run each once, so the first trial is as fast as the rest."""
+        """Build the runtime and run each part once, so the first trial is as fast as the rest."""
         o, step = self.options, partial(self.post_message)
         try:
-            wants_speech = o.asr is not None and not o.typing
-            total = 2 + 2 * int(self.protocol.uses_ai_feedback) + 2 * int(wants_speech)
+            total = 3
             step(self.WarmupStep(0, total, "reading stimuli"))
             self.stimuli = self.stimuli or synthetic_stimuli()
-            done = 1
-            if self.protocol.uses_ai_feedback:
-                step(self.WarmupStep(done, total, "loading the picture engine"))
-                self.pictures = BackgroundPictures(self._load_generator())
-                step(self.WarmupStep(done + 1, total, "warm-up: one picture"))
-                g, first = self.protocol.generation, self.stimuli.stimuli[0].path
-                self.pictures.make(first, "warm-up", seed=0, strength=g.strength, ip_scale=g.ip_scale, steps=g.steps)
-                self.pictures.generate(first, "warm-up", seed=0, strength=g.strength, ip_scale=g.ip_scale, steps=g.steps)
-                done += 2
             speech = "typed entry" + (" (--typing)" if o.typing else " (no --asr)")
-            if wants_speech:
+            asr = None
+            if o.asr is not None and not o.typing:
                 problem = microphone_problem() if o.audio_source is None else None
-                if problem:
-                    speech = f"typed entry: {problem}"
-                else:
-                    step(self.WarmupStep(done, total, "loading the speech recogniser"))
-                    from edge_cer.speech.recognizer import create_recognizer
-
-                    recognizer = create_recognizer(o.asr)
-                    step(self.WarmupStep(done + 1, total, "warm-up: one second of silence"))
-                    stream = recognizer.create_stream()
-                    stream.accept_waveform(16000, np.zeros(16000, np.float32))
-                    recognizer.decode(stream) + recognizer.finish(stream)
-                    self.recognizer, self.typing = recognizer, False
-                    speech = f"live speech ({recognizer.__class__.__name__})"
-                done += 2
+                speech, asr = (f"typed entry: {problem}", None) if problem else ("live speech", o.asr)
+            step(self.WarmupStep(1, total, "loading the picture engine and the speech recogniser"))
+            runtime = build_runtime(self.protocol, engines=o.engines, server=o.server, asr=asr, provider=o.provider,
+                                    backend_options=o.backend_options, placeholder=o.placeholder)
+            step(self.WarmupStep(2, total, "warm-up: one picture, one second of silence"))
+            runtime.warm_up(self.stimuli.stimuli[0].path)
+            self.runtime, self.typing = runtime, runtime.recognizer is None
+            if runtime.recognizer is not None:
+                speech = f"live speech ({runtime.recognizer.__class__.__name__})"
             self.speech_status = speech
             self.call_from_thread(self._show_facts)
             step(self.WarmupStep(total, total, "ready", ready=True))
         except Exception as exc:  # shown on the setup screen; the experimenter fixes the option and restarts
             step(self.WarmupStep(0, 1, "warm-up failed", problem=str(exc)))
-
-    def _load_generator(self):
-        if self.options.engines is not None:
-            from edge_cer.engine import load_generator
-
-            return load_generator(self.options.engines)
-        if self.options.server is not None:
-            from edge_cer.serve.client import connect
-
-            return connect(self.options.server)
-        if self.options.placeholder:
-            return PlaceholderGenerator()
-        raise EdgeCerError(f"{self.protocol.source}: has AI-feedback conditions; pass --engines DIR "
-                           "(or --placeholder for a rehearsal without AI pictures)")
 
     def on_cer_app_warmup_step(self, message: WarmupStep) -> None:
         setup = self._setup()
@@ -204,7 +184,8 @@ class CerApp(App[dict]):
                 message.label, self.options.data_dir, protocol=None if message.resume else self.protocol,
                 stimuli=self.stimuli, resume=message.resume, key_file=self.options.key_file,
                 min_free_bytes=self.options.min_free_bytes)
-            self.session = Session(protocol, plan, store, generator=self.pictures)
+            self.session = Session(protocol, plan, store)
+            self.runtime = self.runtime.with_protocol(protocol)  # a resumed session keeps its own protocol
         except EdgeCerError as exc:
             if store is not None:
                 store.close()
@@ -243,11 +224,11 @@ class CerApp(App[dict]):
         trial, token = phase.trial, self._token
         if phase.name in ("stimulus", "feedback") and phase.picture is not None:
             self._log_render(phase)
-        if phase.name == "stimulus" and trial.condition.feedback == "ai" and self.pictures is not None:
-            self._precompute(trial.stimulus.path)
+        if phase.name in ("stimulus", "regulate"):  # the trial's generation worker caches the stimulus at once
+            self.runtime.live.prepare(trial, self.session.clock.now_ns)
         if phase.name == "regulate" and trial.condition.speaks and not self.typing:
             self._stop_listening = threading.Event()
-            self._listen(token, self._stop_listening)
+            self._listen(token, trial.trial, self._stop_listening)
         if phase.due_ns is not None:
             delay = (phase.due_ns - self.session.clock.now_ns()) / NS
             if delay > 0:
@@ -275,43 +256,39 @@ class CerApp(App[dict]):
             return
         self.advance()
 
-    def _final(self, text: str, speech_end_ns: int | None = None) -> None:
+    def _final(self, text: str, speech_end_ns: int | None = None, source: str = "typed") -> None:
         """The final transcript ends the speaking phase; an AI trial then waits for its picture."""
         self._answered = True
-        self.session.submit_transcript(text, speech_end_ns=speech_end_ns)
+        self.session.submit_transcript(text, speech_end_ns=speech_end_ns, source=source)
         trial = self.session.current.trial
-        if trial.condition.feedback == "ai" and text.strip():
-            if self._timer is not None:
-                self._timer.stop()
-            self._screen().making_picture = True
-            self._make_picture(self._token, trial, text)
-        else:
-            self.advance()
+        if self.session.picture_request() is None:
+            return self.advance()
+        if self._timer is not None:
+            self._timer.stop()
+        self._screen().making_picture = True
+        self._make_picture(self._token, trial.trial, text, speech_end_ns)
 
     @work(thread=True, group="pictures")
-    def _precompute(self, stimulus: Path) -> None:
-        self.pictures.precompute(stimulus)
-
-    @work(thread=True, group="pictures")
-    def _make_picture(self, token: int, trial, prompt: str) -> None:
-        g = self.protocol.generation
-        self.pictures.make(trial.stimulus.path, prompt, seed=trial.seed, strength=g.strength,
-                           ip_scale=g.ip_scale, steps=g.steps)
-        self.post_message(self.PictureMade(token))
+    def _make_picture(self, token: int, trial: int, text: str, speech_end_ns: int | None) -> None:
+        self.post_message(self.PictureMade(token, self.runtime.live.picture(trial, text, speech_end_ns)))
 
     def on_cer_app_picture_made(self, message: PictureMade) -> None:
         if message.token == self._token and not self.session.paused:
+            self.runtime.live.submit(self.session, message.outcome)
             self.advance()
 
     @work(thread=True, group="speech")
-    def _listen(self, token: int, stop: threading.Event) -> None:
+    def _listen(self, token: int, trial: int, stop: threading.Event) -> None:
         try:
-            listen(self.recognizer, lambda event: self.post_message(self.Heard(token, event)), stop,
-                   self.options.audio_source)
-        finally:
-            self.post_message(self.Heard(token, None))
+            from edge_cer.speech.audio import microphone_source
 
-    def on_cer_app_heard(self, message: Heard) -> None:
+            self.runtime.live.listen(trial, (self.options.audio_source or microphone_source)(),
+                                     self.session.clock.now_ns, stop=stop,
+                                     on_event=lambda event, text: self.post_message(self.Recognised(token, event, text)))
+        finally:
+            self.post_message(self.Recognised(token, None))
+
+    def on_cer_app_recognised(self, message: Recognised) -> None:
         if message.token != self._token or self._answered or self.session.paused:
             return
         from edge_cer.speech.recognizer import Final
@@ -321,11 +298,11 @@ class CerApp(App[dict]):
             self.advance()
         elif isinstance(event, Final):
             self._stop_listening.set()
-            screen.transcript, screen.transcript_final = event.text, True
-            self._final(event.text, self.session.current.onset_ns + round(event.t_endpoint * NS))
+            screen.transcript, screen.transcript_final = message.text, True
+            self._final(message.text, self.session.current.onset_ns + round(event.t_endpoint * NS), source="live")
         else:
-            screen.transcript = event.text
-            self.session.submit_transcript(event.text, final=False)
+            screen.transcript = message.text
+            self.session.submit_transcript(message.text, final=False, source="live")
 
     @on(SessionScreen.Typed)
     def typed(self, message: SessionScreen.Typed) -> None:
@@ -384,12 +361,12 @@ class CerApp(App[dict]):
         if self.session is not None:
             store = self.session.store
             state = store.end_state()
+            self.runtime.close()
             self.summary.update(state=state or "running", trials_recorded=len(store.finished_trials()))
             store.close()
             self.session = None
             if state is not None:
-                self.summary["bids"] = str(bids.export_bids(self.options.data_dir))
-                self.summary["tidy_csv"] = str(bids.export_tidy(self.options.data_dir))
+                self.summary["bids"], self.summary["tidy_csv"] = map(str, bids.export_all(self.options.data_dir))
         self.exit(self.summary)
 
     async def action_quit(self) -> None:

@@ -1,17 +1,10 @@
-"""Live speech for the speaking phase: microphone -> `RecognizerWorker`, one utterance per phase, in a thread.
+"""Whether the terminal UI can listen: the microphone check shown on the setup screen.
 
-Events (`Partial`, `Final` from edge_cer.speech.recognizer) go to a callback in the listening thread; the app
-posts them to itself as messages. Audio times are seconds from when the microphone opened (the phase onset).
+Listening itself is the live pipeline's (edge_cer.live.speaking.LivePipeline.listen), as in `edge-cer run`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-
-import numpy as np
-
-from edge_cer.errors import EdgeCerError
 
 
 def microphone_problem() -> str | None:
@@ -23,25 +16,3 @@ def microphone_problem() -> str | None:
     except Exception as exc:  # OSError without PortAudio, PortAudioError or ValueError without a device
         return f"no microphone ({str(exc).splitlines()[0]})"
     return None
-
-
-def listen(recognizer, on_event: Callable, stop: threading.Event,
-           source: Callable[[], Iterator[np.ndarray]] | None = None) -> None:
-    """Feed audio to the recognizer until `stop` is set, then finish the utterance (its Final comes last).
-
-    Blocking: run it in a worker thread. `source` defaults to the microphone (edge_cer.speech.audio).
-    """
-    from edge_cer.speech.audio import microphone_source
-    from edge_cer.speech.recognizer import RecognizerWorker
-
-    worker = RecognizerWorker(recognizer, on_event=on_event)
-    try:
-        for chunk in (source or microphone_source)():
-            if stop.is_set():
-                break
-            worker.push(chunk)
-    finally:
-        try:
-            worker.close(timeout=30)
-        except Exception as exc:
-            raise EdgeCerError(f"speech recogniser failed: {exc}") from exc

@@ -14,7 +14,7 @@ from textual.screen import Screen
 from edge_cer.tui.widgets.calm_input import CalmInput
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
-from edge_cer.session.engine import Phase
+from edge_cer.session.phases import Phase
 from edge_cer.session.protocol import Protocol
 from edge_cer.tui.widgets.picture import PictureView
 from edge_cer.tui.widgets.rating import RatingScale

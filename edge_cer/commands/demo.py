@@ -7,8 +7,9 @@
 3. convert the real Whisper tiny.en shipped in a wheel for sherpa-onnx, and transcribe a reappraisal spoken
    by espeak-ng
 4. generate the supportive picture for a synthetic stimulus from that transcript, with a per-stage latency table
-5. run a short scripted session (synthetic stimuli, scripted participant) and export BIDS + a tidy CSV
-6. analyse it into an HTML report
+5. run a short scripted session (synthetic stimuli, scripted participant) on the runtime `edge-cer run` uses
+   (edge_cer.runtime: the same safety gate and deadline) and export BIDS + a tidy CSV
+6. analyse it into an HTML report, which says how many AI trials showed a picture
 
 Steps 1-2 and 3 need the export stage (torch, `./setup.sh`); they are skipped when their output already exists.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from edge_cer.backends import add_provider_arguments, backend_options
 from edge_cer.errors import EdgeCerError
 
 REAPPRAISAL = "The person in the picture is getting help, and things will get better soon."
@@ -32,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for models, engines, data and report")
     p.add_argument("--steps", type=int, default=20, help="scheduler steps (strength 0.6 runs 12 of them)")
     p.add_argument("--no-asr", action="store_true", help="skip speech: use the reappraisal text as typed")
+    add_provider_arguments(p)  # --provider, --cuda-graphs
 
 
 def run(args) -> int:
@@ -49,15 +52,13 @@ def run(args) -> int:
         transcript = _transcribe(out, console)
 
     console.rule("4. supportive picture")
-    from edge_cer.engine import EngineGenerator
-    from edge_cer.live.gate import GatedGenerator
     from edge_cer.image import load_image, save_png
     from edge_cer.perf_table import stage_table
     from edge_cer.pipeline import SDPipeline
     from edge_cer.session.stimuli import synthetic_stimuli
 
     t0 = time.perf_counter()
-    pipe = SDPipeline.from_export(engines)
+    pipe = SDPipeline.from_export(engines, provider=args.provider, **backend_options(args))
     console.print(f"engines loaded and verified in {time.perf_counter() - t0:.2f} s ({pipe.backend.name})")
     stimulus = synthetic_stimuli().stimuli[0]
     result = pipe(load_image(stimulus.path), transcript, steps=args.steps, strength=0.6, ip_scale=0.6, seed=0)
@@ -66,18 +67,23 @@ def run(args) -> int:
     console.print(stage_table(result.timings, title=f"{picture}: {transcript!r}"))
 
     console.rule("5. scripted session -> BIDS")
-    from edge_cer.session.run import run_scripted_demo
+    from edge_cer.headless import run_scripted_demo
+    from edge_cer.runtime import build_runtime
 
     data = out / "data"
     if data.exists():
         shutil.rmtree(data)
-    summary = run_scripted_demo(data, generator=GatedGenerator(EngineGenerator(pipe)))
+    summary = run_scripted_demo(data, runtime=lambda protocol: build_runtime(
+        protocol, engines=engines, provider=args.provider, backend_options=backend_options(args)))
     console.print(summary)
 
     console.rule("6. analysis report")
     from edge_cer.analysis.analyze import REPORT_FILE, analyze
 
-    analyze(data, out / "report")
+    results = analyze(data, out / "report")
+    ai = results["ai_feedback"]
+    console.print(f"AI trials that showed a picture: {ai['ai_trials'] - ai['without_picture']} of {ai['ai_trials']} "
+                  f"({ai['without_picture']} without: {ai['reasons'] or 'none'})")
     console.print(f"report: {out / 'report' / REPORT_FILE}")
     console.print(f"[green]demo done[/] in {time.perf_counter() - started:.1f} s -> {out}")
     return 0

@@ -1,9 +1,11 @@
 """The headless CER session: a state machine driven by verbs, on one monotonic clock, writing as it goes.
 
-    session = Session(protocol, plan, store, generator=gen)
+    session = Session(protocol, plan, store)
     while (phase := session.next_phase()) is not None:
-        if phase.name == "speaking":
-            session.submit_transcript("It is only a film set.")
+        if phase.name == "regulate" and phase.trial.condition.speaks:
+            session.submit_transcript("It is only a film set.", source="typed")
+            if (request := session.picture_request()) is not None:     # an AI-feedback trial
+                session.submit_picture(make(request))                  # or submit_picture(None, reason="...")
         elif phase.name in ("rating_pre", "rating_post"):
             session.submit_rating(4)
         else:
@@ -13,6 +15,12 @@
 response, an endpoint) and the session records, for every phase, the requested onset (the schedule, non-slip: a
 timed phase is due when the previous one's requested duration is over) and the actual onset (the clock when the
 phase began). The experimenter's verbs are `pause()`, `resume()`, `skip_trial()` and `abort(reason)`.
+
+The session never makes pictures: it says which one an AI trial needs (`picture_request()`: stimulus, seed,
+settings, and the prompt once the final transcript is in) and its driver (edge_cer.runtime, the terminal UI) makes
+it and hands it back, or says why there is none. The feedback phase's duration runs from its actual onset, the
+moment the picture (or the blank screen) appears, so waiting for a picture never shortens it; the wait itself is
+recorded (`feedback_wait_s`), and so is a missed generation deadline.
 
 Each phase boundary and response is committed to the session database before the call returns, and a trial's row
 is written when its last rating ends, so a crash loses at most the trial in progress. A new `Session` on a store
@@ -27,12 +35,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edge_cer.errors import EdgeCerError, GeneratorLost
-from edge_cer.live.prompt import PromptBuilder
+from edge_cer.engine import GeneratedPicture
+from edge_cer.errors import EdgeCerError
 from edge_cer.session.counterbalance import PlannedTrial
-from edge_cer.session.data import ANNOTATION_COLUMNS, LIVE_COLUMNS, SessionStore
-from edge_cer.session.generation import GeneratedPicture, PictureGenerator, Transcriber
-from edge_cer.session.protocol import Protocol
+from edge_cer.session.data import ANNOTATION_COLUMNS, DRIVER_COLUMNS, SessionStore
+from edge_cer.session.prompt import PromptBuilder
+from edge_cer.session.protocol import Generation, Protocol
 
 NS = 1_000_000_000
 
@@ -40,8 +48,14 @@ NS = 1_000_000_000
 def seconds(ns: float) -> float:
     """Session-clock nanoseconds as seconds, to the microsecond (the log keeps the nanoseconds)."""
     return round(ns / NS, 6)
+
+
 TRIAL_PHASES = ("fixation", "stimulus", "rating_pre", "cue", "regulate", "feedback", "rating_post", "iti")
 RESPONSE_PHASES = ("rating_pre", "rating_post")
+TRANSCRIPT_SOURCES = ("live", "scripted", "typed")  # a recogniser heard it; a script gave it; someone typed it
+# What a picture's params say about how it was made, copied into the trial row (names of `edge-cer generate`).
+PICTURE_PARAMS = ("prompt", "negative_prompt", "seed", "strength", "ip_scale", "steps", "guidance", "scheduler",
+                  "vae", "engine", "provider", "engine_manifest_sha256")
 
 # (row, planned trial, absolute picture path or None) -> {annotation column: value}; see data.ANNOTATION_COLUMNS.
 TrialAnnotator = Callable[[Mapping, PlannedTrial, "Path | None"], Mapping[str, float]]
@@ -84,8 +98,13 @@ class Phase:
         """When to call `next_phase()` if nothing ends the phase sooner (None: wait for an acknowledgement)."""
         if self.duration_ns is None:
             return None
-        anchor = self.requested_onset_ns if self.timed else self.onset_ns  # limits count from what was shown
-        return anchor + self.duration_ns
+        return self.anchor_ns + self.duration_ns
+
+    @property
+    def anchor_ns(self) -> int:
+        """Where the duration counts from: the schedule for timed phases (non-slip), the actual onset for limits and
+        for feedback (the picture, or the blank screen, is shown for its full duration however late it came)."""
+        return self.requested_onset_ns if self.timed and self.name != "feedback" else self.onset_ns
 
 
 class Session:
@@ -95,8 +114,6 @@ class Session:
         plan: Sequence[PlannedTrial],
         store: SessionStore,
         *,
-        generator: PictureGenerator | None = None,
-        transcriber: Transcriber | None = None,
         trial_annotators: Sequence[TrialAnnotator] = (),
         clock: SessionClock | None = None,
     ):
@@ -105,10 +122,8 @@ class Session:
             raise EdgeCerError(
                 f"session {store.code} is already {state}; resuming a finished session is refused (start a new one)"
             )
-        if generator is None and any(t.condition.feedback == "ai" for t in plan):
-            raise EdgeCerError("the protocol has AI-feedback trials but no picture generator was given; pass --engines DIR")
-        self.protocol, self.store = protocol, store
-        self.generator, self.transcriber, self.annotators = generator, transcriber, tuple(trial_annotators)
+        self.protocol, self.store, self.annotators = protocol, store, tuple(trial_annotators)
+        self.prompt_builder = PromptBuilder(protocol.prompt)
         self.clock = clock or SessionClock(_elapsed_ns_since(store.first_wall_utc()))
         self.attempt = store.attempts() + 1
         done = store.finished_trials()
@@ -166,9 +181,8 @@ class Session:
         name, trial = self._steps.pop(0)
         if name == "fixation":
             self._record = {"onsets": {}}
-        if name == "feedback" and trial.condition.feedback == "ai" and not (
-                "picture_file" in self._record or self._record.get("_no_picture")):
-            self._generate(trial)
+        if name == "feedback" and trial.condition.feedback == "ai" and "picture_shown" not in self._record:
+            self._no_picture(trial, "no picture was handed to the session before the feedback phase")
         return self._begin(name, trial, self._next_requested)
 
     def _begin(self, name: str, trial: PlannedTrial | None, requested: int, **detail) -> Phase:
@@ -190,7 +204,7 @@ class Session:
     def _end_current(self, now: int) -> None:
         phase = self.current
         if phase.timed:
-            self._next_requested = phase.requested_onset_ns + phase.duration_ns
+            self._next_requested = phase.anchor_ns + phase.duration_ns
         else:
             self._next_requested = self._record.get(f"_{phase.name}_response_ns", now)
         if phase.name == "rating_post" and not self._record.get("_written"):
@@ -211,91 +225,78 @@ class Session:
         self._record.update({f"rating_{which}": value, f"rating_{which}_rt_ms": round(rt, 3), f"_{phase.name}_response_ns": now})
         self.store.log_event(self.attempt, phase.trial.trial, phase.name, "rating", now, value=value, rt_ms=rt)
 
-    def submit_transcript(self, text: str, *, final: bool = True, speech_end_ns: int | None = None) -> None:
-        """A partial (`final=False`, logged only) or the final transcript; the final one ends the speaking window."""
+    def submit_transcript(self, text: str, *, final: bool = True, speech_end_ns: int | None = None,
+                          source: str = "typed") -> None:
+        """A partial (`final=False`, logged only) or the final transcript; the final one ends the speaking window
+        and, on an AI trial, fixes the picture's prompt (`picture_request()`). `source`: TRANSCRIPT_SOURCES."""
         phase = self._expect(("regulate",), "submit_transcript")
+        if source not in TRANSCRIPT_SOURCES:
+            raise EdgeCerError(f"transcript source {source!r} is not one of {TRANSCRIPT_SOURCES}")
         now = self.clock.now_ns()
         if not final:
             self.store.log_event(self.attempt, phase.trial.trial, phase.name, "partial", now, text=text)
             return
         end = speech_end_ns if speech_end_ns is not None else now
-        self._record.update(transcript=text, speech_end_s=seconds(end - phase.onset_ns),
+        self._record.update(transcript=text, transcript_source=source, speech_end_s=seconds(end - phase.onset_ns),
                             transcript_final_s=seconds(now - phase.onset_ns), _regulate_response_ns=now)
-        self.store.log_event(self.attempt, phase.trial.trial, phase.name, "transcript", now, text=text, speech_end_ns=end)
+        self.store.log_event(self.attempt, phase.trial.trial, phase.name, "transcript", now, text=text,
+                             speech_end_ns=end, source=source)
 
-    def submit_audio(self, wav_path: Path) -> None:
-        """Transcribe a recorded utterance with the injected recogniser and submit it as the final transcript."""
-        phase = self._expect(("regulate",), "submit_audio")
-        if self.transcriber is None:
-            raise EdgeCerError(f"trial {phase.trial.trial} gives audio {wav_path} but no recogniser was loaded; pass --asr DIR")
-        result = self.transcriber.transcribe(Path(wav_path))
-        end = None if result.speech_end_s is None else phase.onset_ns + round(result.speech_end_s * NS)
-        self.submit_transcript(result.text, speech_end_ns=end)
+    def picture_request(self) -> PictureRequest | None:
+        """What the current AI trial's feedback picture must be (None on a no-feedback trial or without a trial).
+        `prompt` is "" until the final transcript is in: a driver may start on partials with `prompt_builder`."""
+        trial = self.current.trial if self.current else None
+        if trial is None or trial.condition.feedback != "ai":
+            return None
+        transcript = self._record.get("transcript")
+        return PictureRequest(trial.trial, trial.stimulus.path, trial.seed, self.protocol.generation,
+                              self.prompt_builder(transcript) if transcript else "", transcript is not None)
 
-    def submit_picture(self, picture: GeneratedPicture, *, prompt: str | None = None, ready_ns: int | None = None) -> None:
-        """A picture made outside the session (the live pipeline); stored at once, shown at the feedback phase.
-        `ready_ns`: when it was ready on the session clock (a speculative picture is ready before it is submitted)."""
+    def submit_picture(self, picture: GeneratedPicture | None, *, reason: str | None = None,
+                       ready_ns: int | None = None, accounting: Mapping | None = None) -> None:
+        """The AI trial's feedback picture, made by the driver; stored at once, shown when the feedback phase begins.
+        `picture` None: nothing will be shown and `reason` says why (the feedback phase shows a blank screen at once).
+        `ready_ns`: when it was ready on the session clock (a speculative picture is ready before it is handed in).
+        `accounting`: the driver's fields (data.DRIVER_COLUMNS): speculation, the gate, the deadline, the log."""
         phase = self._expect(("regulate", "feedback"), "submit_picture")
-        if phase.trial.condition.feedback != "ai":
-            raise EdgeCerError(f"trial {phase.trial.trial} is a no-feedback trial; it shows no picture")
-        self._store_picture(phase.trial, picture, prompt if prompt is not None else self._record.get("transcript", ""),
-                            ready_ns)
-
-    def submit_live(self, fields: Mapping, *, no_picture: str | None = None) -> None:
-        """The live pipeline's accounting for this trial (data.LIVE_COLUMNS). `no_picture` says why no picture is
-        shown: the feedback phase then shows a blank screen at once instead of generating (never stalls the clock)."""
-        phase = self._expect(("regulate", "feedback"), "submit_live")
-        unknown = set(fields) - set(LIVE_COLUMNS)
+        trial = phase.trial
+        if trial.condition.feedback != "ai":
+            raise EdgeCerError(f"trial {trial.trial} is a no-feedback trial; it shows no picture")
+        if "picture_shown" in self._record:
+            raise EdgeCerError(f"trial {trial.trial} already has its feedback picture (or its reason for none)")
+        fields = dict(accounting or {})
+        unknown = set(fields) - set(DRIVER_COLUMNS)
         if unknown:
-            raise EdgeCerError(f"submit_live() got unknown fields {sorted(unknown)}; allowed: {LIVE_COLUMNS}")
+            raise EdgeCerError(f"submit_picture() got unknown accounting fields {sorted(unknown)}; "
+                               f"allowed: {DRIVER_COLUMNS}")
         now = self.clock.now_ns()
         self._record.update(fields)
-        self.store.log_event(self.attempt, phase.trial.trial, phase.name, "live", now, **fields)
-        if no_picture is not None:
-            self._record.update(note=no_picture, _no_picture=True)
-            self.store.log_event(self.attempt, phase.trial.trial, phase.name, "no_picture", now, reason=no_picture)
+        self.store.log_event(self.attempt, trial.trial, phase.name, "picture_accounting", now, **fields)
+        if picture is None:
+            self._no_picture(trial, reason or "no reason given")
+            return
+        relpath, sha = self.store.write_picture(trial.trial, picture.png)
+        onset = self._record["onsets"]["regulate"][1] * NS
+        p = picture.params
+        self._record.update(
+            picture_file=relpath, picture_sha256=sha, picture_shown=1,
+            picture_ready_s=seconds((now if ready_ns is None else ready_ns) - onset),
+            generation_s=round(picture.timings["total_s"], 6) if "total_s" in picture.timings else None,
+            generation={"params": p, "timings": picture.timings},
+            **{k: p.get(k) for k in PICTURE_PARAMS},
+        )
+        self.store.log_event(self.attempt, trial.trial, phase.name, "picture", now, file=relpath, sha256=sha, params=p)
+
+    def _no_picture(self, trial: PlannedTrial, reason: str) -> None:
+        self._record.update(picture_shown=0, no_picture_reason=reason)
+        self.store.log_event(self.attempt, trial.trial, self.current.name if self.current else None, "no_picture",
+                             self.clock.now_ns(), reason=reason)
 
     def _expect(self, names: tuple[str, ...], verb: str) -> Phase:
         if self.current is None or self.current.name not in names:
             now = self.current.name if self.current else "no phase"
             raise EdgeCerError(f"{verb}() belongs to the {'/'.join(names)} phase, but the session is in {now}")
         return self.current
-
-    # ---- pictures ----
-
-    def _generate(self, trial: PlannedTrial) -> None:
-        prompt = PromptBuilder(self.protocol.prompt)(self._record.get("transcript", ""))
-        now = self.clock.now_ns()
-        if not prompt:
-            self._record["note"] = "no transcript: no picture generated"
-            self.store.log_event(self.attempt, trial.trial, "feedback", "no_picture", now, reason="empty transcript")
-            return
-        g = self.protocol.generation
-        try:
-            picture = self.generator.generate(trial.stimulus.path, prompt, seed=trial.seed, strength=g.strength,
-                                              ip_scale=g.ip_scale, steps=g.steps)
-        except GeneratorLost:
-            raise
-        except Exception as exc:  # a failed generation must not stall the trial clock or lose the trial
-            self._record["note"] = f"generation failed: {exc}"
-            self.store.log_event(self.attempt, trial.trial, "feedback", "no_picture", self.clock.now_ns(),
-                                 reason=f"{type(exc).__name__}: {exc}")
-            return
-        self._store_picture(trial, picture, prompt)
-
-    def _store_picture(self, trial: PlannedTrial, picture: GeneratedPicture, prompt: str, ready_ns: int | None = None) -> None:
-        relpath, sha = self.store.write_picture(trial.trial, picture.png_bytes())
-        now = self.clock.now_ns()
-        onset = self._record["onsets"]["regulate"][1] * NS
-        p = picture.params
-        self._record.update(
-            picture_file=relpath, picture_sha256=sha, prompt=prompt,
-            picture_ready_s=seconds((now if ready_ns is None else ready_ns) - onset),
-            generation={"params": p, "timings": picture.timings},
-            **{k: p.get(k) for k in ("strength", "ip_scale", "steps", "engine_manifest_sha256")},
-        )
-        self.store.log_event(self.attempt, trial.trial, self.current.name if self.current else None, "picture", now,
-                             file=relpath, sha256=sha, params=p)
 
     # ---- experimenter verbs ----
 
@@ -343,17 +344,14 @@ class Session:
 
     def _write_trial(self, trial: PlannedTrial, status: str) -> None:
         r, s, meta = self._record, trial.stimulus, self.store.meta
-        feedback_onset = r.get("onsets", {}).get("feedback")
-        shown = None
-        if r.get("picture_file") and feedback_onset:
-            shown = round(feedback_onset[1] - r["onsets"]["regulate"][1], 6)
         row = {
             "participant": meta["participant"], "session": meta["session"], "block": trial.block, "trial": trial.trial,
             "practice": int(trial.practice), "strategy": trial.condition.strategy, "feedback": trial.condition.feedback,
             "stimulus_id": s.id, "stimulus_valence": s.valence, "stimulus_arousal": s.arousal, "stimulus_dominance": s.dominance,
-            "seed": trial.seed if trial.condition.feedback == "ai" else None, "picture_shown_s": shown,
+            "seed": trial.seed if trial.condition.feedback == "ai" else None,
             "status": status, "attempt": self.attempt,
             **{k: v for k, v in r.items() if not k.startswith("_")},
+            **self._feedback_timing(trial),
         }
         picture = self.store.folder.parent.parent / row["picture_file"] if row.get("picture_file") else None
         for annotate in self.annotators:
@@ -368,6 +366,38 @@ class Session:
                                      annotator=getattr(annotate, "__name__", repr(annotate)), error=str(exc))
         self.store.write_trial(row)
         self._record["_written"] = True
+
+
+    def _feedback_timing(self, trial: PlannedTrial) -> dict:
+        """When the feedback appeared (from the speaking onset), how long it stood (requested and actual), and how
+        long the participant waited for it after the speaking window closed (its requested onset)."""
+        onsets = self._record.get("onsets", {})
+        if "feedback" not in onsets:
+            return {}
+        regulate, feedback = onsets["regulate"][1], onsets["feedback"]
+        after = onsets.get("rating_post")
+        timing = {"feedback_duration_s": seconds(self._duration_ns("feedback", trial)),
+                  "feedback_shown_duration_s": round(after[1] - feedback[1], 6) if after else None,
+                  "feedback_wait_s": round(feedback[1] - feedback[0], 6)}
+        if trial.condition.feedback == "ai":
+            timing["picture_shown"] = self._record.get("picture_shown", 0)
+            if self._record.get("picture_file"):
+                timing["picture_shown_s"] = round(feedback[1] - regulate, 6)
+        else:
+            timing["picture_shown"] = 0
+        return timing
+
+
+@dataclass(frozen=True)
+class PictureRequest:
+    """The feedback picture an AI trial needs; its driver makes it (edge_cer.live) and hands it to the session."""
+
+    trial: int
+    stimulus_path: Path
+    seed: int  # the planned seed; a picture regenerated after the safety gate records the seed it used
+    generation: Generation  # strength, ip_scale, steps
+    prompt: str  # from the final transcript ("" while it is not in, or when nothing is left to draw)
+    final: bool  # whether the final transcript is in
 
 
 def _elapsed_ns_since(first_wall_utc: str | None) -> int:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import soundfile as sf
 
-from edge_cer.live.bench import run_live_bench
+from edge_cer.bench.live import run_live_bench
 from tests.live_helpers import ScriptedRecognizer, StepGenerator, stimulus
 
 

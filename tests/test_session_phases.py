@@ -1,4 +1,5 @@
-"""The headless engine: the timing log, scripted sessions, experimenter verbs, resume rules, the trial row hook."""
+"""The session's phase machine: the timing log, scripted sessions, experimenter verbs, resume rules, the trial row
+hook, and pictures handed in by the driver (never made by the session)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import pytest
 
 from edge_cer.errors import EdgeCerError
 from edge_cer.session.data import SessionStore, read_session
-from edge_cer.session.engine import NS, TRIAL_PHASES, Session
-from edge_cer.session.generation import GeneratedPicture, PlaceholderGenerator
+from edge_cer.engine import GeneratedPicture, PlaceholderGenerator
+from edge_cer.headless import run_headless
+from edge_cer.runtime import build_runtime
+from edge_cer.session.opening import open_session
 from edge_cer.session.participant import ScriptedParticipant
-from edge_cer.session.run import open_session, run_headless
+from edge_cer.session.phases import NS, TRIAL_PHASES, Session
 from edge_cer.session.stimuli import synthetic_stimuli
 from tests.session_helpers import make_protocol
 
@@ -31,7 +34,7 @@ def test_timing_log_requested_and_actual_onsets(tmp_path, stimuli):
     # 10 ms per protocol second: fixation 10 ms, stimulus 60 ms, ... on the real clock.
     protocol, plan, store = _open(tmp_path, stimuli, time_scale=0.01, trials_per_condition=1, feedback='["none"]')
     session = Session(protocol, plan, store)
-    run_headless(session, ScriptedParticipant())
+    run_headless(session, ScriptedParticipant(), build_runtime(protocol))
     store.close()
     _, trials, events = read_session(store.folder)
     onsets = [e for e in events if e["kind"] == "onset" and e["phase"] in TRIAL_PHASES]
@@ -40,9 +43,11 @@ def test_timing_log_requested_and_actual_onsets(tmp_path, stimuli):
         assert event["actual_ns"] >= event["requested_ns"], "a phase never starts before it is due"
         assert event["actual_ns"] - event["requested_ns"] < 0.05 * NS, "and not much later on an idle clock"
         assert event["actual_ns"] > previous["actual_ns"]
-        if previous["phase"] in ("fixation", "stimulus", "cue", "feedback"):  # timed phases: non-slip schedule
+        if previous["phase"] in ("fixation", "stimulus", "cue"):  # timed phases: non-slip schedule
             due = previous["requested_ns"] + round(protocol.seconds(previous["phase"]) * NS)
             assert event["requested_ns"] == due
+        if previous["phase"] == "feedback":  # counted from what was shown: its actual onset
+            assert event["requested_ns"] == previous["actual_ns"] + round(protocol.seconds("feedback") * NS)
     stimulus = [e for e in onsets if e["phase"] == "stimulus"][0]
     rating = [e for e in events if e["kind"] == "rating"][0]
     assert rating["actual_ns"] - stimulus["actual_ns"] >= protocol.seconds("stimulus") * NS
@@ -54,7 +59,7 @@ def test_timing_log_requested_and_actual_onsets(tmp_path, stimuli):
 def test_scripted_session_records_every_trial(tmp_path, stimuli):
     protocol, plan, store = _open(tmp_path, stimuli, practice=2, look=True)
     script = ScriptedParticipant.from_file()
-    run_headless(Session(protocol, plan, store, generator=PlaceholderGenerator()), script)
+    run_headless(Session(protocol, plan, store), script, build_runtime(protocol, placeholder=True))
     store.close()
     meta, trials, events = read_session(store.folder)
     assert [t["trial"] for t in trials] == list(range(1, len(plan) + 1)) and len(plan) == 2 + 5 * 2
@@ -67,8 +72,10 @@ def test_scripted_session_records_every_trial(tmp_path, stimuli):
         assert bool(t["picture_file"]) == (t["feedback"] == "ai")
         assert (t["transcript"] is None) == (t["strategy"] == "look")
     ai = [t for t in trials if t["feedback"] == "ai"][0]
-    assert ai["seed"] is not None and ai["strength"] == 0.6 and ai["steps"] == 4
+    assert ai["seed"] is not None and ai["strength"] == 0.6 and ai["steps"] == 4 and ai["picture_shown"] == 1
     assert ai["speech_end_s"] <= ai["transcript_final_s"] <= ai["picture_ready_s"] <= ai["picture_shown_s"]
+    assert ai["transcript_source"] == "scripted" and ai["engine"] == "placeholder" and ai["feedback_source"] == "final"
+    assert ai["prompt"] == ai["transcript"].lower().replace(",", "").rstrip(".")
     assert [e["kind"] for e in events][-2:] == ["onset", "session_end"]
 
 
@@ -124,7 +131,7 @@ def test_resume_continues_at_first_unrecorded_trial(tmp_path, stimuli):
     assert plan2 == plan and protocol2.text == protocol.text
     resumed = Session(protocol2, plan2, store2)
     assert resumed.attempt == 2 and resumed.remaining[0].trial == 3
-    run_headless(resumed, ScriptedParticipant())
+    run_headless(resumed, ScriptedParticipant(), build_runtime(protocol2))
     store2.close()
     _, trials, events = read_session(store2.folder)
     assert [t["trial"] for t in trials] == list(range(1, len(plan) + 1))
@@ -163,23 +170,30 @@ def test_generation_failure_and_annotators_never_lose_the_trial(tmp_path, stimul
     def broken(row, trial, picture):
         return {"not_a_column": 1.0}
 
-    session = Session(protocol, plan, store, generator=_FailingGenerator(), trial_annotators=[text_length, broken])
-    run_headless(session, ScriptedParticipant())
+    session = Session(protocol, plan, store, trial_annotators=[text_length, broken])
+    run_headless(session, ScriptedParticipant(), build_runtime(protocol, generator=_FailingGenerator()))
     store.close()
     _, trials, events = read_session(store.folder)
     assert [t["status"] for t in trials] == ["completed", "completed"]
-    assert trials[0]["picture_file"] is None and "out of memory" in trials[0]["note"]
+    assert trials[0]["picture_file"] is None and "out of memory" in trials[0]["no_picture_reason"]
+    assert trials[0]["picture_shown"] == 0 and trials[0]["feedback_source"] == "none"
     assert trials[0]["text_valence"] == len(trials[0]["transcript"])
     assert sum(e["kind"] == "annotator_failed" for e in events) == 2
 
 
 def test_live_pipeline_picture_is_stored_at_once_and_shown_at_feedback(tmp_path, stimuli):
     protocol, plan, store = _open(tmp_path, stimuli, feedback='["ai"]', trials_per_condition=1)
-    session = Session(protocol, plan, store, generator=_FailingGenerator())  # never called: a picture arrived
+    session = Session(protocol, plan, store)
     regulate = _advance_to(session, "regulate", trial=1)
+    assert session.picture_request().prompt == "" and not session.picture_request().final
     png = PlaceholderGenerator().generate(regulate.trial.stimulus.path, "x", seed=1, strength=0.5, ip_scale=0.5, steps=2)
     session.submit_transcript("A calm lake.")
+    request = session.picture_request()
+    assert (request.prompt, request.seed, request.stimulus_path) == ("a calm lake", regulate.trial.seed,
+                                                                     regulate.trial.stimulus.path)
     session.submit_picture(GeneratedPicture(png=png.png, params={"seed": 1, "engine_manifest_sha256": "ab"}))
+    with pytest.raises(EdgeCerError, match="already has its feedback picture"):
+        session.submit_picture(None, reason="twice")
     assert (store.folder.parent.parent / session._record["picture_file"]).read_bytes() == png.png
     feedback = _advance_to(session, "feedback")
     assert feedback.picture is not None and feedback.picture.read_bytes() == png.png
@@ -187,3 +201,29 @@ def test_live_pipeline_picture_is_stored_at_once_and_shown_at_feedback(tmp_path,
     with pytest.raises(EdgeCerError, match="rating 12 is outside"):
         session.submit_rating(12)
     store.close()
+
+
+def test_feedback_lasts_its_full_duration_from_the_pictures_onset(tmp_path, stimuli):
+    """A picture that takes long to make delays the feedback phase; it never shortens it (and a blank screen of a
+    trial without a picture lasts as long)."""
+    protocol, plan, store = _open(tmp_path, stimuli, feedback='["ai"]', trials_per_condition=1, time_scale=0.01)
+    session = Session(protocol, plan, store)
+    for trial, picture in ((1, True), (2, False)):
+        regulate = _advance_to(session, "regulate", trial=trial)
+        session.submit_transcript("He will recover.")
+        session.clock.sleep_until(session.clock.now_ns() + NS // 5)  # generation takes 0.2 s, 3x the feedback phase
+        made = PlaceholderGenerator().generate(regulate.trial.stimulus.path, "he will recover", seed=3, strength=0.5,
+                                               ip_scale=0.5, steps=2)
+        session.submit_picture(made if picture else None, reason=None if picture else "deadline")
+        feedback = session.next_phase()
+        assert feedback.name == "feedback" and feedback.due_ns == feedback.onset_ns + round(0.06 * NS)
+        session.clock.sleep_until(feedback.due_ns)
+        session.submit_rating(4) if session.next_phase().name == "rating_post" else None
+        session.next_phase()
+    store.close()
+    _, trials, _ = read_session(store.folder)
+    for t, picture in zip(trials, (True, False)):
+        assert t["picture_shown"] == int(picture) and t["feedback_duration_s"] == pytest.approx(0.06)
+        assert t["feedback_shown_duration_s"] >= 0.06 and t["feedback_wait_s"] >= 0.2
+        assert t["seed"] == (3 if picture else plan[t["trial"] - 1].seed), "the shown picture's own seed"
+    assert trials[1]["no_picture_reason"] == "deadline" and trials[1]["picture_file"] is None

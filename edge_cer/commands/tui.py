@@ -1,7 +1,8 @@
 """`edge-cer tui`: run a CER session with a live participant in the terminal.
 
     edge-cer tui --data study-data --placeholder                     # rehearsal: embedded protocol, no AI pictures
-    edge-cer tui --protocol study.toml --stimuli pictures/ --engines engines/ --asr models/asr --data study-data
+    edge-cer tui --protocol study.toml --stimuli pictures/ --engines engines/ --asr models/asr --data study-data \
+                 --provider cuda
     edge-cer tui --data study-data --engines engines/ --typing        # reappraisals typed, not spoken
 
 The experimenter enters the participant's code on the setup screen (or ticks "resume" after a crash). The app
@@ -14,27 +15,19 @@ import argparse
 import json
 from pathlib import Path
 
+from edge_cer.backends import backend_options
+from edge_cer.commands.run import add_runtime_arguments
 from edge_cer.errors import EdgeCerError
 from edge_cer.tui import PICTURE_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", type=Path, help="protocol TOML (default: the embedded default protocol)")
-    parser.add_argument("--stimuli", type=Path, help="stimulus folder with norms.csv (default: the synthetic set)")
-    parser.add_argument("--norms", type=Path, help="an IAPS-style norm table instead of STIMULI/norms.csv")
-    parser.add_argument("--data", type=Path, required=True, help="data folder (one per study)")
-    parser.add_argument("--engines", type=Path, help="picture engine folder; needed for AI-feedback conditions")
-    parser.add_argument("--server", help="grpc://HOST:PORT of `edge-cer serve` (or Triton serving `edge-cer export "
-                        "triton-repo`): pictures are made there instead of with local --engines (docs/serve.md)")
-    parser.add_argument("--placeholder", action="store_true",
-                        help="without --engines: AI-feedback trials show placeholder pictures (not AI; rehearsals)")
+    add_runtime_arguments(parser)
     parser.add_argument("--asr", type=Path, help="speech recogniser folder; without it reappraisals are typed")
     parser.add_argument("--typing", action="store_true", help="type reappraisals even with --asr and a microphone")
     parser.add_argument("--pictures", choices=PICTURE_MODES, default="auto",
                         help="how pictures are drawn: auto detects Kitty graphics (tgp) or Sixel, else half-cell")
     parser.add_argument("--participant", default="", help="prefill the setup screen's participant code")
-    parser.add_argument("--key-file", type=Path, help="label -> pseudonym table (default: DATA/participant-keys.tsv)")
-    parser.add_argument("--min-free-mb", type=float, default=200, help="refuse to start with less free disk space")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
             raise EdgeCerError(f"{option} {folder}: no such folder")
     options = TuiOptions(
         data_dir=args.data, protocol=protocol, stimuli=load_stimuli(args.stimuli, args.norms) if args.stimuli else None,
-        engines=args.engines, server=args.server, placeholder=args.placeholder, asr=args.asr, typing=args.typing,
+        engines=args.engines, server=args.server, placeholder=args.placeholder, asr=args.asr, provider=args.provider,
+        backend_options=backend_options(args), typing=args.typing,
         pictures=args.pictures,
         participant=args.participant, key_file=args.key_file, min_free_bytes=int(args.min_free_mb * 1e6),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_cer.errors import EdgeCerError
-from edge_cer.live.prompt import PromptBuilder
+from edge_cer.session.prompt import PromptBuilder
 from edge_cer.session.protocol import PromptSettings, load_protocol, parse_protocol
 
 

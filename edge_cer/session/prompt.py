@@ -10,10 +10,8 @@ hesitations give the same prompt, and the live pipeline reuses a speculative pic
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the session engine imports this module: no runtime import back into edge_cer.session
-    from edge_cer.session.protocol import PromptSettings
+from edge_cer.session.protocol import PromptSettings
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 

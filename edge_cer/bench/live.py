@@ -3,8 +3,8 @@
     run_live_bench("engines/sd-turbo", "models/asr", synthesize=True, out="perf/results/live_sd_turbo.json")
     edge-cer bench --live --engines DIR --asr DIR [--audio A.wav ...] --out perf/results/NAME
 
-Each recording is replayed in real time (100 ms chunks) through the recogniser while `LiveTrial` generates, exactly
-as in a session; modes alternate per recording so machine load hits both alike. Measured per trial, on one
+Each recording is replayed at microphone timing (each chunk after its last sample) through the recogniser
+while `LiveTrial` generates, exactly as in a session, on the parts `edge_cer.runtime` builds; modes alternate per recording so machine load hits both alike. Measured per trial, on one
 monotonic clock: end of speech (the recogniser's endpoint mapped from audio time), the final transcript, and the
 moment the picture can be shown: max(picture ready, final transcript), since no picture is shown before the final
 transcript decides which one. The deadline is lifted (60 s) so the true latency is measured, not the fallback.
@@ -25,10 +25,12 @@ import numpy as np
 
 from edge_cer.affect.safety import SafetyPolicy
 from edge_cer.errors import EdgeCerError
-from edge_cer.live.pipeline import listen
-from edge_cer.live.prompt import PromptBuilder
+from edge_cer.live.speaking import listen
 from edge_cer.live.trial import NS, LiveTrial
+from edge_cer.runtime import build_runtime
+from edge_cer.session.prompt import PromptBuilder
 from edge_cer.session.protocol import Protocol, load_protocol
+from edge_cer.speech.audio import file_source
 
 # Reappraisals as participants speak them: 4-6 s each at espeak-ng's 150 words per minute.
 SENTENCES = (
@@ -63,7 +65,8 @@ def measure(generator, recognizer, wav: Path, stimulus: Path, protocol: Protocol
     live = dataclasses.replace(protocol.live, speculate=speculate, deadline_s=60.0)
     trial = LiveTrial(generator, stimulus, seed=seed, generation=protocol.generation,
                       prompt=PromptBuilder(protocol.prompt), live=live, policy=policy, precompute=False)
-    heard = listen(recognizer, wav, time.monotonic_ns, realtime=True, on_text=trial.partial)
+    heard = listen(recognizer, file_source(wav, realtime=True), time.monotonic_ns,
+                   on_event=lambda event, text: trial.partial(text))
     trial.final(heard.text, heard.speech_end_ns)
     outcome = trial.result()
     trial.close()
@@ -85,7 +88,7 @@ def measure(generator, recognizer, wav: Path, stimulus: Path, protocol: Protocol
 
 
 def run_live_bench(engines, asr, audio_files=None, *, synthesize: bool = True, out: str | Path | None = None,
-                   runs: int = 2, steps: int | None = None, protocol: Protocol | None = None,
+                   runs: int = 2, steps: int | None = None, protocol: Protocol | None = None, provider: str = "cpu",
                    stimulus: str | Path | None = None, policy: SafetyPolicy | None = None, report=print) -> dict:
     """Measure speech end -> picture with and without speculation; returns (and writes to `out`) the results.
 
@@ -93,16 +96,15 @@ def run_live_bench(engines, asr, audio_files=None, *, synthesize: bool = True, o
     safety gate's (default: the shipped one; random-weight engines paint noise that it may refuse)."""
     from edge_cer.bench.machine import machine_info
     from edge_cer.bench.stats import summarize
-    from edge_cer.engine import load_generator
     from edge_cer.session.stimuli import synthetic_stimuli
-    from edge_cer.speech.recognizer import create_recognizer
 
-    protocol, policy = protocol or load_protocol(), policy or SafetyPolicy()
+    protocol = protocol or load_protocol()
     if steps is not None:
         protocol = dataclasses.replace(protocol, generation=dataclasses.replace(protocol.generation, steps=steps))
-    # Live trials gate their own pictures (with `policy`), so the bare engine.
-    generator = load_generator(engines, gated=False) if isinstance(engines, (str, Path)) else engines
-    recognizer = create_recognizer(asr) if isinstance(asr, (str, Path)) else asr
+    folders = {"engines": engines, "asr": asr} if isinstance(engines, (str, Path)) else {
+        "generator": engines, "recognizer": asr}
+    runtime = build_runtime(protocol, provider=provider, **folders)
+    generator, recognizer, policy = runtime.generator, runtime.recognizer, policy or runtime.live.policy
     stimulus = Path(stimulus) if stimulus else synthetic_stimuli().stimuli[0].path
     with tempfile.TemporaryDirectory() as tmp:
         if audio_files:
@@ -123,7 +125,7 @@ def run_live_bench(engines, asr, audio_files=None, *, synthesize: bool = True, o
                     trials.append(measure(generator, recognizer, wav, stimulus, protocol, speculate, policy))
                     report(_line(trials[-1]))
     result = {
-        "settings": {"engines": str(engines), "asr": str(asr), "asr_mode": recognizer.mode,
+        "settings": {"engines": str(engines), "asr": str(asr), "asr_mode": recognizer.mode, "provider": provider,
                      "engine": generator.pipeline.backend.name if hasattr(generator, "pipeline") else type(generator).__name__,
                      "generation": dataclasses.asdict(protocol.generation), "prompt": dataclasses.asdict(protocol.prompt),
                      "live": dataclasses.asdict(protocol.live), "runs": runs, "audio": [w.name for w in wavs],
