@@ -56,6 +56,7 @@ class TuiOptions:
     protocol: Protocol | None = None
     stimuli: StimulusSet | None = None
     engines: Path | None = None  # the picture engine folder (edge-cer export sd)
+    server: str | None = None  # grpc://HOST:PORT of `edge-cer serve`, instead of engines (docs/serve.md)
     placeholder: bool = False  # no engine: AI-feedback trials get PlaceholderGenerator pictures (not AI)
     asr: Path | None = None  # the speech recogniser folder; without it the reappraisal is typed
     provider: str = "cpu"  # where the picture engine runs (edge_cer.backends.PROVIDERS)
@@ -156,7 +157,7 @@ class CerApp(App[dict]):
                 problem = microphone_problem() if o.audio_source is None else None
                 speech, asr = (f"typed entry: {problem}", None) if problem else ("live speech", o.asr)
             step(self.WarmupStep(1, total, "loading the picture engine and the speech recogniser"))
-            runtime = build_runtime(self.protocol, engines=o.engines, asr=asr, provider=o.provider,
+            runtime = build_runtime(self.protocol, engines=o.engines, server=o.server, asr=asr, provider=o.provider,
                                     backend_options=o.backend_options, placeholder=o.placeholder)
             step(self.WarmupStep(2, total, "warm-up: one picture, one second of silence"))
             runtime.warm_up(self.stimuli.stimuli[0].path)
