@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual_image._terminal import CellSize, get_cell_size
+
 from edge_cer.session.protocol import parse_protocol
 from edge_cer.session.stimuli import synthetic_stimuli
 from edge_cer.tui.app import CerApp, TuiOptions
@@ -25,3 +27,9 @@ def make_app(data_dir: Path, stimuli_dir: Path, **kwargs) -> CerApp:
                          stimuli=synthetic_stimuli(stimuli_dir), placeholder=True, pictures="halfcell",
                          min_free_bytes=0, **kwargs)
     return CerApp(options)
+
+
+def pin_terminal(monkeypatch) -> None:
+    """Pictures are letterboxed in pixels: pin the cell size a terminal would report (VT340's), and truecolor."""
+    monkeypatch.setattr(get_cell_size, "_result", CellSize(10, 20), raising=False)
+    monkeypatch.setenv("COLORTERM", "truecolor")
