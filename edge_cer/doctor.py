@@ -22,6 +22,7 @@ import numpy as np
 from edge_cer.backends import cuda_runtime
 from edge_cer.backends.ort import EP_NAMES
 from edge_cer.errors import EdgeCerError
+from edge_cer.tui.terminal import terminal_colours
 
 
 def add_arguments(parser) -> None:
@@ -46,6 +47,7 @@ def collect(engine_dirs=()) -> dict:
         "tensorrt": _module_version("tensorrt"),  # the module's own, as recorded in engine manifests
         "sherpa_onnx": _module_version("sherpa_onnx"),
         "terminal_graphics": terminal_graphics(),
+        "terminal_colours": terminal_colours(),
     }
     machine["engines"] = [engine_needs(Path(d), machine) for d in engine_dirs]
     return machine
@@ -220,6 +222,7 @@ def render(report: dict) -> None:
     t.add_row("tensorrt", report["tensorrt"] or "not installed")
     t.add_row("sherpa-onnx", report["sherpa_onnx"] or "not installed")
     t.add_row("terminal graphics", report["terminal_graphics"]["renderer"])
+    t.add_row("terminal colours", report["terminal_colours"]["warning"] or report["terminal_colours"]["colours"])
     console.print(t)
 
     for e in report["engines"]:

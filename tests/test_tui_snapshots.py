@@ -5,7 +5,10 @@ the SVGs in tests/__snapshots__/test_tui_snapshots/ before committing them."""
 from __future__ import annotations
 
 import pytest
+from textual.app import App
 
+from edge_cer.tui.app import CALM
+from edge_cer.tui.screens.experimenter import ExperimenterScreen
 from tests.tui_helpers import make_app, pin_terminal
 
 SIZES = {"120x40": (120, 40), "160x48": (160, 48)}
@@ -70,6 +73,16 @@ def test_participant_screen(snap_compare, app, phase, size):
     assert snap_compare(app, terminal_size=SIZES[size], run_before=at_phase(phase))
 
 
+def test_making_your_picture(snap_compare, app):
+    """The typed reappraisal is in and the AI picture is being made (the app sets this while its worker runs)."""
+
+    async def run_before(pilot):
+        await at_phase("regulate")(pilot)
+        pilot.app._screen().making_picture = True
+
+    assert snap_compare(app, terminal_size=SIZES["120x40"], run_before=run_before)
+
+
 def test_rating_selected_by_arrows(snap_compare, app):
     assert snap_compare(app, terminal_size=SIZES["120x40"], run_before=at_phase("rating_pre"), press=["right", "right"])
 
@@ -85,9 +98,29 @@ def test_setup_warns_about_256_colours(snap_compare, tmp_path, monkeypatch):
     assert snap_compare(app, terminal_size=SIZES["120x40"], run_before=warmed_up)
 
 
-def test_experimenter_overlay(snap_compare, app):
-    """After a completed trial: the table fits 120 columns and says what the feedback showed."""
-    assert snap_compare(app, terminal_size=SIZES["120x40"], run_before=at_phase("break"), press=["f2", "_"])
+def trial_row(trial, feedback="ai", status="completed", shown=1, blocked=0, ratings=(7, 4), late=False):
+    return {"trial": trial, "practice": 0, "strategy": "reappraise", "feedback": feedback, "status": status,
+            "rating_pre": ratings[0], "rating_post": ratings[1], "picture_shown": shown if feedback == "ai" else 0,
+            "safety_blocked": blocked, "transcript_final_s": 2.41,
+            "picture_ready_s": None if not shown or feedback != "ai" else 2.93 + 3 * late,
+            "picture_shown_s": None if not shown or feedback != "ai" else 2.95 + 3 * late,
+            "generation_s": None if feedback != "ai" else 0.48 + 3 * late}
+
+
+class ExperimenterOverlay(App):
+    """The overlay alone, over trial rows covering every picture outcome (the app fills them from the database)."""
+
+    def on_mount(self) -> None:
+        self.register_theme(CALM)
+        self.theme = CALM.name
+        self.push_screen(ExperimenterScreen("trial 6 · reappraise, AI picture · rating_post", [
+            trial_row(1), trial_row(2, shown=1, blocked=1), trial_row(3, shown=0, blocked=3),
+            trial_row(4, shown=0, late=True), trial_row(5, feedback="none", ratings=(8, None), status="skipped")]))
+
+
+def test_experimenter_overlay(snap_compare):
+    """The trial table fits 120 columns and says what each feedback phase showed: shown, blocked, none, no AI."""
+    assert snap_compare(ExperimenterOverlay(), terminal_size=SIZES["120x40"])
 
 
 def test_help(snap_compare, app):

@@ -314,7 +314,8 @@ def _check(p: Protocol) -> None:
         refuse("[live] on_deadline", f"= {lv.on_deadline!r}", 'use "best" or "none"')
     ins, default = p.instructions, Instructions()
     for name in TYPED_TWINS:
-        if getattr(ins, name) != getattr(default, name) and getattr(ins, f"typed_{name}") == getattr(default, f"typed_{name}"):
+        typed = f"typed_{name}"
+        if getattr(ins, name) != getattr(default, name) and getattr(ins, typed) == getattr(default, typed):
             refuse(f"[instructions] {name}", "is changed but its typed twin is not",
                    f"set typed_{name} too (shown when the participant types)")
     sf = p.safety

@@ -197,8 +197,8 @@ class CerApp(App[dict]):
                 stimuli=self.stimuli, resume=message.resume, key_file=self.options.key_file,
                 min_free_bytes=self.options.min_free_bytes)
             # The participant reads the protocol's wording for the input in use: never "say out loud" when typing.
-            self.session = Session(dataclasses.replace(protocol, instructions=protocol.instructions.for_input(self.typing)),
-                                   plan, store)
+            wording = dataclasses.replace(protocol, instructions=protocol.instructions.for_input(self.typing))
+            self.session = Session(wording, plan, store)
             self.runtime = self.runtime.with_protocol(protocol)  # a resumed session keeps its own protocol
         except EdgeCerError as exc:
             if store is not None:
@@ -370,10 +370,10 @@ class CerApp(App[dict]):
         if self.session is None or self.session.current is None or self.session.paused:
             return
         phase = self.session.current
-        where = phase.name if phase.trial is None else (
-            f"trial {phase.trial.trial}{' (practice)' if phase.trial.practice else ''} · "
-            f"{phase.trial.condition.strategy}, {'AI picture' if phase.trial.condition.feedback == 'ai' else 'no picture'}"
-            f" · {phase.name}")
+        trial = phase.trial
+        where = phase.name if trial is None else (
+            f"trial {trial.trial}{' (practice)' if trial.practice else ''} · {trial.condition.strategy}, "
+            f"{'AI picture' if trial.condition.feedback == 'ai' else 'no picture'} · {phase.name}")
         _, trials, _ = read_session(self.session.store.folder)
         self._cover(ExperimenterScreen(where, trials[-LAST_TRIALS:]), self._experimenter_done)
 

@@ -50,7 +50,8 @@ class ExperimenterScreen(ModalScreen[tuple[str, str]]):
     """Dismisses with (verb, reason): verb is resume, skip, abort or quit."""
 
     CSS_PATH = "overlay.tcss"
-    BINDINGS = [Binding("escape", "resume", "resume"), Binding("ctrl+q", "app.quit", "quit (saved, resume later)")]
+    BINDINGS = [Binding("escape", "resume", "resume"),
+                Binding("ctrl+q", "app.quit", "quit (saved, resume later)", priority=True)]
 
     def __init__(self, where: str, last_trials: list[dict]):
         super().__init__()

@@ -88,7 +88,7 @@ class SessionScreen(Screen):
                     yield ProgressBar(id="time-left", show_percentage=False, show_eta=False)
                 yield Static(id="speaking-status")
             yield Static(id="blank")
-        yield Footer(show_command_palette=False)  # the participant sees F1 help only; F2 and Ctrl+Q are the experimenter's
+        yield Footer(show_command_palette=False)  # the participant sees F1 only; F2, Ctrl+P, Ctrl+Q are the experimenter's
 
     def watch_phase(self, old: Phase | None, phase: Phase | None) -> None:
         if phase is None:
@@ -119,7 +119,7 @@ class SessionScreen(Screen):
         ins = self.protocol.instructions  # already in the wording of the input in use (Instructions.for_input)
         cue = getattr(ins, trial.condition.strategy)
         # What comes after speaking, from the protocol; "look" trials say nothing, so "after speaking" is never wrong.
-        note = (ins.feedback_ai if trial.condition.feedback == "ai" else ins.feedback_none) if trial.condition.speaks else ""
+        note = "" if not trial.condition.speaks else ins.feedback_ai if trial.condition.feedback == "ai" else ins.feedback_none
         if name == "cue" or not trial.condition.speaks:
             self.query_one("#cue-text", Static).update(cue)
             self.query_one("#cue-feedback", Static).update(note)

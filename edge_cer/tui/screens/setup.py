@@ -17,7 +17,7 @@ from edge_cer.tui.widgets.calm_input import CalmInput
 
 class SetupScreen(Screen):
     CSS_PATH = "setup.tcss"
-    BINDINGS = [Binding("ctrl+q", "app.quit", "quit")]  # the experimenter's screen: its footer names quitting
+    BINDINGS = [Binding("ctrl+q", "app.quit", "quit", priority=True)]  # the experimenter's screen names quitting
 
     class Begin(Message):
         """The experimenter starts (or resumes) the participant's session."""
