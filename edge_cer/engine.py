@@ -15,12 +15,14 @@ import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from edge_cer.image import load_image, png_bytes
-from edge_cer.pipeline import SDPipeline
+
+if TYPE_CHECKING:  # the session imports GeneratedPicture from here and starts without the pipeline's imports
+    from edge_cer.pipeline import SDPipeline
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_cer.errors import EdgeCerError
+from edge_cer.errors import EdgeCerError, check_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,6 +57,8 @@ def run(args) -> int:
     from edge_cer.perf_table import stage_table
     from edge_cer.pipeline import SDPipeline
 
+    check_text(args.prompt, "--prompt")
+    check_text(args.negative_prompt or "", "--negative-prompt")
     image = load_image(args.image)  # bad pictures fail before the engines load
     noise = load_noise(args.noise) if args.noise else None
     if not args.out.parent.is_dir():

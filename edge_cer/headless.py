@@ -11,19 +11,22 @@ way the AI trial's picture comes from `runtime.live` (prompt rules, safety gate,
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from edge_cer.crash_log import environment_problem
 from edge_cer.errors import EdgeCerError
+from edge_cer.live.speaking import microphone_timing
 from edge_cer.runtime import Runtime, build_runtime
 from edge_cer.session import bids
+from edge_cer.session.data import sessions_dir
 from edge_cer.session.opening import open_session
 from edge_cer.session.participant import Participant, ScriptedParticipant
 from edge_cer.session.phases import NS, RESPONSE_PHASES, Phase, Session, TrialAnnotator
 from edge_cer.session.protocol import Protocol, load_protocol, parse_protocol
 from edge_cer.session.stimuli import load_stimuli
 from edge_cer.speech.audio import file_source
-from edge_cer.live.speaking import microphone_timing
 
 DEMO_PROTOCOL = """\
 # edge-cer demo: the default protocol, shortened and without waiting.
@@ -96,6 +99,8 @@ def run_session(
     if not resume:  # refuse a protocol the runtime cannot serve before a session folder exists
         protocol = protocol or load_protocol()
         parts = runtime(protocol)
+    if export and sessions_dir(data_dir).is_dir():  # repairs exports a kill interrupted, before the session exists
+        bids.export_all(data_dir)
     protocol, plan, store = open_session(label, Path(data_dir), protocol=protocol, stimuli=stimulus_set, resume=resume,
                                          key_file=key_file, min_free_bytes=min_free_bytes)
     try:
@@ -106,13 +111,18 @@ def run_session(
         summary = {"session_code": store.code, "participant": store.meta["participant"], "session": store.meta["session"],
                    "state": store.end_state(), "trials_recorded": len(store.finished_trials()), "trials_planned": len(plan),
                    "folder": str(store.folder)}
+    except (OSError, sqlite3.Error) as exc:  # a full disk mid-session: every committed trial stays, the session resumes
+        if (problem := environment_problem(exc)) is None:
+            raise
+        raise EdgeCerError(f"--data {data_dir}: {problem} in session {store.meta['session']} of {label}, after "
+                           f"{len(store.finished_trials())} recorded trials (none lost); free some space, then "
+                           "continue it with --resume") from exc
     finally:
         if "parts" in locals():
             parts.close()
         store.close()
     if export:
-        summary["bids"] = str(bids.export_bids(data_dir))
-        summary["tidy_csv"] = str(bids.export_tidy(data_dir))
+        summary["bids"], summary["tidy_csv"] = map(str, bids.export_all(data_dir))
     return summary
 
 

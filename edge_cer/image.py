@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edge_cer.errors import EdgeCerError
+from edge_cer.picture_file import open_picture
 
 # OpenAI CLIP's pixel normalisation (CLIPImageProcessor's defaults), used by every SD-family IP-Adapter encoder.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -19,17 +20,17 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 def load_image(path: str | Path) -> Image.Image:
     """`diffusers.utils.load_image`: EXIF orientation applied, then `convert("RGB")` (an RGBA picture keeps the
     colour hidden under transparent pixels; it is not composited on white)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeCerError(f"{path}: no such picture")
-    if path.stat().st_size == 0:
-        raise EdgeCerError(f"{path}: empty file (0 bytes); re-copy the picture")
     try:
-        with Image.open(path) as im:
+        with open_picture(path) as im:
             im.load()
             return ImageOps.exif_transpose(im).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise EdgeCerError(f"{path}: not a readable picture ({exc}); re-export it as PNG or JPEG") from exc
+
+
+def rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode (greyscale, RGBA, palette) as RGB, as `load_image` gives it; RGB is returned as is."""
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def init_image(image: Image.Image, height: int, width: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_cer.errors import EdgeCerError
+from edge_cer.errors import EdgeCerError, read_user_text
 from edge_cer.graphs import GraphSpec, ModelDims, sd_graphs
 
 FORMAT = "edge-cer-sd-export"
@@ -106,17 +106,39 @@ def load_manifest(root: str | Path, verify: bool = True) -> ExportManifest:
     if not path.is_file():
         raise EdgeCerError(f"{path}: no manifest; point --engines at a folder written by `edge-cer export sd`")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_user_text(path, "", "the manifest.json written by `edge-cer export sd`"))
     except ValueError as exc:
         raise EdgeCerError(f"{path}: not valid JSON ({exc}); re-run `edge-cer export sd`") from exc
-    if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+        found = (data.get("format"), data.get("format_version")) if isinstance(data, dict) else (type(data).__name__, "?")
         raise EdgeCerError(
-            f"{path}: not an edge-cer SD export (format {data.get('format')!r} v{data.get('format_version')}); "
-            f"re-export with this version of edge-cer"
+            f"{path}: not an edge-cer SD export (format {found[0]!r} v{found[1]}); re-export with this version of edge-cer"
         )
+    _check_layout(path, data)
     if verify:
         verify_files(root, data["files"])
     return ExportManifest(root, data)
+
+
+def _check_layout(path: Path, data: dict) -> None:
+    """The keys the runtime reads, with the right shapes, so a hand-edited manifest fails here and not mid-run."""
+    problems = []
+    if not isinstance(data.get("files"), dict) or not all(isinstance(v, str) for v in data["files"].values()):
+        problems.append("`files` (path -> SHA-256)")
+    graphs = data.get("graphs")
+    if not isinstance(graphs, dict) or not all(isinstance(g, dict) and isinstance(g.get("file"), str)
+                                               for g in graphs.values()):
+        problems.append("`graphs` (name -> {file: ...})")
+    elif isinstance(data.get("files"), dict) and (unlisted := [g["file"] for g in graphs.values()
+                                                              if g["file"] not in data["files"]]):
+        problems.append(f"a hash for {unlisted[0]} in `files`")
+    dims = data.get("model", {}).get("dims") if isinstance(data.get("model"), dict) else None
+    fields = ModelDims.__dataclass_fields__.values()
+    if not isinstance(dims, dict) or not all(type(dims.get(f.name)).__name__ == f.type for f in fields):
+        problems.append(f"`model.dims` ({', '.join(ModelDims.__dataclass_fields__)})")
+    if problems:
+        raise EdgeCerError(f"{path}: lacks {', '.join(problems)}; the manifest was edited or truncated, "
+                           "re-run `edge-cer export sd`")
 
 
 def verify_files(root: Path, files: dict[str, str], use_cache: bool = True) -> None:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from edge_cer.backends import Backend, create_backend
 from edge_cer.errors import EdgeCerError
-from edge_cer.image import clip_pixels, init_image
+from edge_cer.image import clip_pixels, init_image, rgb
 from edge_cer.manifest import ExportManifest, load_manifest
 from edge_cer.rng import TorchGenerator
 from edge_cer.schedulers import LCMScheduler, img2img_timesteps, load_scheduler_config, scheduler_from_config
@@ -107,6 +107,7 @@ class SDPipeline:
 
         Negative tokens follow diffusers: base adapters project zeros shaped like the image embedding (so they are
         LayerNorm(proj.bias), not zeros); plus adapters encode an all-zero *normalised* pixel tensor."""
+        image = rgb(image)  # any mode (greyscale, RGBA, palette), as diffusers' load_image gives it
         key = hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()
         if key in self._embeds_cache:
             return self._embeds_cache[key]
@@ -128,7 +129,7 @@ class SDPipeline:
         if self.dims.adapter != "base":
             raise EdgeCerError(f"{self.manifest.root}: a plus-adapter export computes no projected image embeddings; "
                                f"CLIP zero-shot affect needs a base-adapter export")
-        return self.backend.infer("image_encoder", {"pixel_values": self._clip_pixels(image)})["image_embeds"]
+        return self.backend.infer("image_encoder", {"pixel_values": self._clip_pixels(rgb(image))})["image_embeds"]
 
     def _clip_pixels(self, image: Image.Image) -> np.ndarray:
         """CLIP preprocessing with the export's recorded size and normalisation."""
@@ -136,6 +137,7 @@ class SDPipeline:
 
     def encode_init_latents(self, image: Image.Image, height: int, width: int) -> np.ndarray:
         """VAE posterior mean of the stimulus times the scaling factor, cached per picture and size."""
+        image = rgb(image)
         key = (hashlib.sha256(image.tobytes()).hexdigest(), image.size, height, width)
         if key not in self._latents_cache:
             mean = self.backend.infer("vae_encoder", {"sample": init_image(image, height, width)})["latent_mean"]

@@ -21,7 +21,6 @@ from edge_cer.backends import PROVIDERS
 from edge_cer.engine import EngineGenerator, PlaceholderGenerator
 from edge_cer.errors import EdgeCerError
 from edge_cer.live.speaking import LivePipeline
-from edge_cer.pipeline import SDPipeline
 from edge_cer.session.protocol import Protocol
 
 
@@ -85,6 +84,8 @@ def build_runtime(protocol: Protocol, *, engines: Path | str | None = None, asr:
             raise EdgeCerError(f"{option} {folder}: no such folder")
     if generator is None and protocol.uses_ai_feedback:
         if engines is not None:
+            from edge_cer.pipeline import SDPipeline  # here: a session without the engine starts without onnxruntime
+
             generator = _engine_settings(SDPipeline.from_export(engines, provider=provider), protocol, provider)
         elif placeholder:
             generator = PlaceholderGenerator()
@@ -98,7 +99,7 @@ def build_runtime(protocol: Protocol, *, engines: Path | str | None = None, asr:
     return Runtime(protocol, generator, recognizer, LivePipeline(generator, recognizer, protocol), provider)
 
 
-def _engine_settings(pipeline: SDPipeline, protocol: Protocol, provider: str) -> EngineGenerator:
+def _engine_settings(pipeline, protocol: Protocol, provider: str) -> EngineGenerator:
     """The protocol's fixed generation settings bound to the engine (the per-trial ones travel with each call)."""
     g = protocol.generation
     return EngineGenerator(pipeline, guidance=g.guidance, negative_prompt=protocol.prompt.negative_prompt or None,

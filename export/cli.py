@@ -23,8 +23,7 @@ PRESET_NAMES = ("tiny-sd15", "tiny-sd2", "sd15", "sd21", "sd-turbo")  # export.f
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="export_command", required=True, metavar="WHAT")
     for name, (module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=parser.formatter_class)
         p.set_defaults(_export_module=module)
         if module == __name__:
             {"sd": _add_sd_arguments, "test-models": _add_test_model_arguments}[name](p)
@@ -63,11 +62,8 @@ def _add_test_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from edge_cer.errors import EdgeCerError
-
     if getattr(args, "_import_error", None) is not None:
-        raise EdgeCerError(f"`edge-cer export {args.export_command}` needs {args._import_error.name!r}; "
-                           f"install the export stage: ./setup.sh (or pip install 'edge-cer[export]')")
+        raise args._import_error  # edge_cer.cli reports it as one line with the extra's install command
     if args._export_module != __name__:
         return importlib.import_module(args._export_module).run(args)
     if args.export_command == "test-models":

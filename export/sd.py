@@ -25,7 +25,8 @@ from edge_cer.image import CLIP_MEAN, CLIP_STD
 from edge_cer.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, SCHEDULER_CONFIG, TOKENIZER_DIR, hash_tree,
                                is_export_dir, write_json_atomic)
 from export import onnx_export
-from export.checkpoint import load_ip_adapter, load_sd, source_hashes
+from export.checkpoint import load_ip_adapter, load_sd, refuse_pickle, source_hashes
+from export.finetune import read_provenance
 from export.models import graph_modules, model_dims
 
 OPTIMIZER_TYPES = {"text_encoder": "clip", "image_encoder": "clip", "unet": "unet", "vae_encoder": "vae",
@@ -55,6 +56,10 @@ def spatial_multiple(unet) -> int:
 
 
 def check_options(o: ExportOptions) -> None:
+    """Everything that can be refused without loading a model (which takes seconds to minutes)."""
+    refuse_pickle(o.ip_adapter, "IP-Adapter")
+    if not o.ip_adapter.is_file():
+        raise EdgeCerError(f"--ip-adapter {o.ip_adapter}: no such file; give the h94-layout .safetensors file")
     if o.precision not in ("fp32", "fp16"):
         raise EdgeCerError(f"--precision {o.precision}: use fp32 or fp16")
     if o.out.exists() and not o.force:
@@ -163,6 +168,8 @@ def _export_into(o: ExportOptions, tmp: Path, console: Console) -> None:
         "source": source_hashes(ckpt, ip),
         "tools": _tool_versions(),
     }
+    if training := read_provenance(ip.path):  # a fine-tuned adapter: data hash, steps, seed (export.finetune)
+        manifest["model"]["adapter"]["training"] = training
     if o.clip:
         from export.clip_zero_shot import clip_zero_shot
 

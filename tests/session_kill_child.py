@@ -7,7 +7,8 @@ Prints `trial N recorded` after each trial's row is committed.
 import sys
 from pathlib import Path
 
-from edge_cer.session.data import KEY_FILE, list_sessions, read_keys
+from edge_cer.session.data import KEY_FILE, list_sessions
+from edge_cer.session.ownership import read_keys
 from edge_cer.session.participant import ScriptedParticipant
 from edge_cer.session.protocol import load_protocol
 from edge_cer.headless import run_session

@@ -82,3 +82,14 @@ def test_clip_zero_shot_refuses_an_inconsistent_manifest():
         ClipZeroShot.from_manifest({"prompts": ["a"]})
     with pytest.raises(ValueError, match="width"):
         ClipZeroShot.from_manifest({"prompts": ["a"], "valence": [0], "text_embeds": [[1.0, 0.0]]}).valence([[1.0]])
+
+
+def test_hsv_matches_matplotlib_on_random_and_edge_pixels():
+    """The gate's HSV is numpy's (the runtime has no matplotlib); it must equal matplotlib.colors.rgb_to_hsv."""
+    mpl_colors = pytest.importorskip("matplotlib.colors")
+    from edge_cer.affect.picture import rgb_to_hsv
+
+    rgb = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    rgb[0, :8] = [[0, 0, 0], [1, 1, 1], [0.5, 0.5, 0.5], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1]]
+    rgb[1] = np.round(rgb[1] * 4) / 4  # ties between channels
+    np.testing.assert_array_equal(rgb_to_hsv(rgb), mpl_colors.rgb_to_hsv(rgb))

@@ -117,3 +117,15 @@ def test_affect_and_analysis_never_import_torch():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'diffusers', 'transformers'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_r_style_na_is_read_and_seeds_are_written_as_integers(study, tmp_path):
+    """R's write.csv writes a missing value as NA; trial_measures.csv keeps whole-number seeds without ".0"."""
+    lines = (study / "trials.csv").read_text().splitlines()
+    as_r = [",".join("NA" if cell == "" else cell for cell in line.split(",")) for line in lines]
+    (tmp_path / "trials.csv").write_text("\n".join(as_r) + "\n")
+    assert ",NA," in (tmp_path / "trials.csv").read_text()
+    assert read_trials(tmp_path)["seed"].isna().equals(read_trials(study)["seed"].isna())
+    assert main(["analyze", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    seeds = pd.read_csv(tmp_path / "out" / "trial_measures.csv", dtype=str)["seed"].dropna()
+    assert len(seeds) and seeds.str.fullmatch(r"\d+").all(), seeds.head().tolist()

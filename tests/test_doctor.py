@@ -118,3 +118,10 @@ def test_doctor_never_imports_torch():
             "print([m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_verdict_names_each_broken_folder_in_one_line(tmp_path):
+    report = doctor.collect([tmp_path / "engines"], [tmp_path / "asr"])
+    ready, line = doctor.verdict(report)
+    assert not ready and "\n" not in line
+    assert line.startswith("edge-cer doctor: NOT READY: engines ") and f"asr {tmp_path / 'asr'}: " in line

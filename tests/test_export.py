@@ -209,6 +209,7 @@ def test_disk_full_mid_export_leaves_nothing(sd15, tmp_path, monkeypatch):
 def test_cli_reports_one_line_errors(tmp_path, capsys):
     from edge_cer.cli import main
 
+    (tmp_path / "a.safetensors").write_bytes(b"not read: the model folder is refused first")
     rc = main(["export", "sd", "--model", str(tmp_path / "nope"), "--ip-adapter", str(tmp_path / "a.safetensors"),
                "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()

@@ -11,9 +11,11 @@ from edge_cer.cli import COMMANDS
 
 ROOT = Path(edge_cer.__file__).parent
 # Highest first. A module belongs to the first layer whose prefix it has; anything else is the engine (layer 0).
+# A command that lives in a domain package (`edge-cer analyze`, `transcribe`, `export-data`) keeps its package's
+# layer: its `run(args)` drives only that package.
 LAYERS = (
-    ("commands", ("edge_cer.cli", "edge_cer.commands", "edge_cer.tui", "edge_cer.bench", "export",
-                  *(module for module, _ in COMMANDS.values()))),
+    ("commands", ("edge_cer.__main__", "edge_cer.cli", "edge_cer.commands", "edge_cer.tui", "edge_cer.bench",
+                  "edge_cer.api", "export", *(module for module, _ in COMMANDS.values() if module.count(".") == 1))),
     ("runtime", ("edge_cer.runtime", "edge_cer.headless")),
     ("live", ("edge_cer.live",)),
     ("analysis", ("edge_cer.analysis",)),

@@ -10,8 +10,9 @@ import pytest
 from edge_cer.cli import main
 from edge_cer.errors import EdgeCerError
 from edge_cer.session import data
-from edge_cer.session.data import check_label, check_writable, read_keys
+from edge_cer.session.data import check_label, check_writable
 from edge_cer.session.opening import open_session
+from edge_cer.session.ownership import read_keys
 from edge_cer.session.stimuli import synthetic_stimuli
 from tests.session_helpers import make_protocol, protocol_text
 

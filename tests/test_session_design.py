@@ -64,10 +64,10 @@ def _norms_folder(tmp_path, rows, pictures=("a.png", "b.png")):
 @pytest.mark.parametrize(
     "rows, message",
     [
-        (["a,a.png,2.0,6.0", "b,missing.png,3.0,5.0"], "line 3: picture .*missing.png does not exist"),
+        (["a,a.png,2.0,6.0", "b,missing.png,3.0,5.0"], "line 3: .*missing.png: no such picture"),
         (["a,a.png,2.0,6.0", "a,b.png,3.0,5.0"], "line 3: duplicate stimulus id 'a'"),
         (["a,a.png,low,6.0"], "`valence` = 'low' is not a number"),
-        (["a,broken.png,2.0,6.0"], "broken.png is not a readable image"),
+        (["a,broken.png,2.0,6.0"], "broken.png: not a readable picture"),
         ([], "no stimuli listed"),
     ],
 )

@@ -78,7 +78,7 @@ async def test_typed_session_records_every_trial_and_exports(tmp_path):
         await phase_is(app, pilot, "instructions")
         assert "practice" in app.session.current.text
         await pilot.press("enter")
-        await run_trial(app, pilot, "8", "it is a film set", ["3"])
+        await run_trial(app, pilot, "8", "It's a film set, nothing more.", ["3"])
         await acknowledge(app, pilot, "break")  # practice -> first block
         await run_trial(app, pilot, "7", "the people are actors", ["left", "left", "enter"])
         await acknowledge(app, pilot, "break")
@@ -87,7 +87,10 @@ async def test_typed_session_records_every_trial_and_exports(tmp_path):
     summary = app.return_value
     assert summary["state"] == "completed" and summary["trials_recorded"] == 3
     _, trials, events = read_session(summary["folder"])
-    assert [t["transcript"] for t in trials] == ["it is a film set", "the people are actors", "a red car and a street"]
+    assert [t["transcript"] for t in trials] == ["It's a film set, nothing more.", "the people are actors",
+                                                 "a red car and a street"]
+    assert trials[0]["prompt"] == "it's a film set nothing more" and trials[0]["transcript_source"] == "typed"
+    assert all(t["picture_shown"] == 1 and t["feedback_source"] == "final" for t in trials)
     # The first arrow press selects the middle of the scale (5), the second moves one lower: 4.
     assert [(t["rating_pre"], t["rating_post"]) for t in trials] == [(8, 3), (7, 4), (9, 2)]
     assert [t["practice"] for t in trials] == [1, 0, 0] and {t["status"] for t in trials} == {"completed"}

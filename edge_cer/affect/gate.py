@@ -23,6 +23,10 @@ from edge_cer.affect.safety import FALLBACK, AffectScores, GateDecision, SafetyP
 from edge_cer.engine import GeneratedPicture
 
 UNSCORED = AffectScores(math.nan, math.nan)
+# The proxies are means and shares over pixels, so a box-filtered 256 px thumbnail gives them to within resampling
+# noise at a sixteenth of the cost of a 1024 px picture (0.14 s -> 0.025 s at 512 px): the gate is on the path from
+# the end of speech to the picture.
+SCORE_SIZE = 256
 
 
 class PictureScorer:
@@ -41,7 +45,9 @@ class PictureScorer:
 
     def __call__(self, image: Image.Image) -> tuple[AffectScores, dict | None]:
         image = image.convert("RGB")
-        proxies = picture_proxies(image)
+        thumbnail = image.copy()
+        thumbnail.thumbnail((SCORE_SIZE, SCORE_SIZE), Image.Resampling.BOX)
+        proxies = picture_proxies(thumbnail)
         if self._clip is None:
             return AffectScores(proxies.valence_proxy, proxies.red_share), None
         pipeline, zero_shot = self._clip

@@ -26,9 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.colors import rgb_to_hsv
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 from edge_cer.errors import EdgeCerError
 
@@ -95,6 +93,19 @@ def as_rgb(picture: np.ndarray | Image.Image) -> np.ndarray:
     return rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
 
 
+def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] (..., 3) -> HSV in [0, 1] (hue as a fraction of the circle), as matplotlib.colors.rgb_to_hsv:
+    grey pixels have hue 0 and black ones saturation 0."""
+    value = rgb.max(axis=-1)
+    delta = value - rgb.min(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        saturation = np.where(value > 0, delta / value, 0.0)
+        r, g, b = (rgb[..., i] for i in range(3))
+        hue = np.select([delta == 0, r == value, g == value],
+                        [0.0, (g - b) / delta, 2.0 + (b - r) / delta], 4.0 + (r - g) / delta)
+    return np.stack([(hue / 6.0) % 1.0, saturation, value], axis=-1).astype(rgb.dtype)
+
+
 def picture_proxies(picture: np.ndarray | Image.Image) -> PictureProxies:
     rgb = as_rgb(picture)
     hsv = rgb_to_hsv(np.clip(rgb, 0.0, 1.0))
@@ -142,6 +153,8 @@ def ssim(reference: np.ndarray | Image.Image, picture: np.ndarray | Image.Image)
         )
         pic = as_rgb(resized)
     x, y = _luminance(ref).astype(np.float64), _luminance(pic).astype(np.float64)
+
+    from scipy.ndimage import gaussian_filter  # only the analysis needs SSIM: a session starts without scipy
 
     def blur(a: np.ndarray) -> np.ndarray:
         return gaussian_filter(a, SSIM_SIGMA, truncate=SSIM_TRUNCATE)

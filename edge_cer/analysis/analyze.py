@@ -20,7 +20,7 @@ from edge_cer.affect.json_ready import json_ready
 from edge_cer.affect.picture import load_rgb, picture_proxies, ssim
 from edge_cer.affect.text import afinn_valence, vader_valence
 from edge_cer.analysis import report, stats
-from edge_cer.analysis.columns import read_trials
+from edge_cer.analysis.columns import read_trials, write_csv
 from edge_cer.errors import EdgeCerError
 
 # Settings.
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
 def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None, intention_to_treat: bool = False) -> dict:
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgeCerError(f"--out {out_dir}: is a file; give a folder for results.json and report.html")
     if stimuli_dir is not None and not Path(stimuli_dir).is_dir():
         raise EdgeCerError(f"--stimuli {stimuli_dir}: not a directory of stimulus images")
 
@@ -83,7 +85,7 @@ def analyze(data_dir: Path, out_dir: Path, stimuli_dir: Path | None = None, inte
     kept["relief"] = relief(kept["rating_pre"].to_numpy(), kept["rating_post"].to_numpy())
     kept["condition"] = kept["strategy"] + "/" + kept["feedback"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    kept.to_csv(out_dir / MEASURES_FILE, index=False, na_rep="")
+    write_csv(kept, out_dir / MEASURES_FILE)
 
     # 4. Design: the inferential models use the strategies crossed with every feedback level (the protocol's 2 x 2);
     #    a look/none baseline block appears in the descriptives and plots. Factors with one level drop out; cells

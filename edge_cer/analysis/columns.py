@@ -8,11 +8,12 @@ regulating; rating_post after regulation and feedback.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
 
-from edge_cer.errors import EdgeCerError
+from edge_cer.errors import EdgeCerError, read_user_text
 from edge_cer.session.data import TIDY_COLUMNS, TIDY_FILE, TRIAL_STATUSES
 from edge_cer.session.protocol import FEEDBACK, STRATEGIES
 
@@ -27,6 +28,11 @@ TEXT_COLUMNS = ("participant", "session", "strategy", "feedback", "stimulus_id",
                 "safety_reason")  # fmt: skip
 # Added with session schema 3 (what was shown, provenance, feedback timing): missing in older files, read as empty.
 RECORD_COLUMNS = TRIAL_COLUMNS[TRIAL_COLUMNS.index("picture_shown"):]
+# Whole numbers: written without ".0" (pandas reads them as float when a cell is empty), so R and pandas read
+# the seed 1779369991 as written.
+INTEGER_COLUMNS = ("block", "trial", "practice", "rating_pre", "rating_post", "seed", "steps")
+# R's write.csv writes a missing value as NA; a transcript "NA" is text someone said.
+MISSING = ("", "NA")
 ALLOWED = {"strategy": STRATEGIES, "feedback": FEEDBACK, "status": TRIAL_STATUSES, "practice": (0, 1)}
 
 
@@ -35,12 +41,17 @@ def read_trials(data_dir: str | Path) -> pd.DataFrame:
     path = Path(data_dir) / TRIALS_FILE
     if not path.is_file():
         raise EdgeCerError(f"{path}: not found; run a session into {data_dir} or `edge-cer simulate --out {data_dir}`")
-    header = pd.read_csv(path, nrows=0).columns.tolist()
+    text = read_user_text(path, "", "the trials.csv that `edge-cer export-data` writes")
+    header = text.partition("\n")[0].strip().split(",") if text.strip() else []
     missing = [c for c in TRIAL_COLUMNS if c not in header and c not in RECORD_COLUMNS]
     if missing:
         raise EdgeCerError(f"{path}: missing column(s) {', '.join(missing)}; the header must be: {','.join(TRIAL_COLUMNS)}")
-    trials = pd.read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
-                         na_values={c: [""] for c in TRIAL_COLUMNS})
+    try:
+        trials = pd.read_csv(io.StringIO(text), dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
+                             na_values={c: [""] if c == "transcript" else list(MISSING) for c in TRIAL_COLUMNS})
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise EdgeCerError(f"{path}: not a readable CSV ({' '.join(str(exc).split())}); rebuild it with "
+                           f"`edge-cer export-data {data_dir}`") from exc
     trials = trials.reindex(columns=list(dict.fromkeys([*trials.columns, *TRIAL_COLUMNS])))
     for column in TRIAL_COLUMNS:
         if column in TEXT_COLUMNS:
@@ -63,5 +74,16 @@ def write_trials(trials: pd.DataFrame, data_dir: str | Path) -> Path:
     """Writes the columns in contract order; NaN becomes an empty cell."""
     path = Path(data_dir) / TRIALS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    trials.reindex(columns=list(TRIAL_COLUMNS)).to_csv(path, index=False, na_rep="")
+    write_csv(trials.reindex(columns=list(TRIAL_COLUMNS)), path)
     return path
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    """A trial table as CSV: INTEGER_COLUMNS without ".0" (when every value is whole), NaN as an empty cell."""
+    table = table.copy()
+    for column in INTEGER_COLUMNS:
+        if column in table and pd.api.types.is_float_dtype(table[column]):
+            values = table[column]
+            if (values.dropna() % 1 == 0).all():
+                table[column] = values.astype("Int64")
+    table.to_csv(path, index=False, na_rep="")

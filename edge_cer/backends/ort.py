@@ -57,6 +57,17 @@ def provider_chain(provider: str, manifest: ExportManifest, cuda_graph: bool = F
     raise EdgeCerError(f"--provider {provider}: unknown ONNX Runtime provider; choose cpu, cuda or tensorrt")
 
 
+def _check_interface(path, session, spec) -> None:
+    """A file swapped for another graph (even with the manifest re-hashed) is refused at load, not mid-generation."""
+    if spec is None:
+        return
+    have = sorted((a.name, len(a.shape)) for a in session.get_inputs() + session.get_outputs())
+    want = sorted((t.name, len(t.shape)) for t in spec.inputs + spec.outputs)
+    if have != want:
+        raise EdgeCerError(f"{path}: its inputs and outputs {have} are not those of the {spec.name} graph {want}; "
+                           "the file was replaced, re-run `edge-cer export sd`")
+
+
 @dataclass
 class _Bound:
     """One graph's IO binding at one set of call shapes."""
@@ -112,12 +123,14 @@ class OrtBackend:
                 captured = name in self.cuda_graphs
                 hint = " (CUDA graphs need every node on the GPU: pass cuda_graphs=())" if captured else ""
                 raise EdgeCerError(f"{path}: onnxruntime could not open it with {wanted}{hint}: "
-                                   f"{str(exc).splitlines()[0]}") from exc
+                                   f"{str(exc).splitlines()[0]}; re-run `edge-cer export sd` (or copy the whole "
+                                   "export folder)") from exc
             if wanted not in session.get_providers():
                 raise EdgeCerError(
                     f"{path}: onnxruntime fell back to {session.get_providers()} instead of "
                     f"{wanted}; check the CUDA/cuDNN/TensorRT libraries (`edge-cer doctor`)"
                 )
+            _check_interface(path, session, self.manifest.graphs.get(name))
             self.sessions[name] = session
 
     def infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

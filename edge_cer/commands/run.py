@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scripted is None:
         raise EdgeCerError("--scripted FILE is required for a headless run; a live participant uses `edge-cer tui`")
     participant = ScriptedParticipant.from_file(args.scripted)
+    participant.require_recogniser(have_asr=args.asr is not None)
     protocol = load_protocol(args.protocol) if args.protocol else None
     runtime = partial(build_runtime, engines=args.engines, asr=args.asr, provider=args.provider,
                       placeholder=args.placeholder)

@@ -3,20 +3,35 @@
     export_bids(data_dir)   # -> DATA_DIR/bids/ (checked by the official bids-validator in the tests)
     export_tidy(data_dir)   # -> DATA_DIR/trials.csv with exactly data.TIDY_COLUMNS
 
-Both are derived from the session databases and can be rewritten at any time; the databases stay the truth.
-Missing values are empty cells in the CSV and `n/a` in BIDS.
+Both are derived from the session databases and rebuilt whole (at the start and end of every run, and by
+`edge-cer export-data DATA`); the databases stay the truth. A rebuild is written beside the old export and swapped
+in by one rename, under the data folder's export lock, so a kill at any moment leaves the old export or the new
+one, and the next rebuild repairs it. Damaged sessions are reported and left out. Missing values are empty cells in
+the CSV and `n/a` in BIDS; control characters (tab, newline, NUL, ...) are escaped as `\\t`, `\\n`, `\\x00` in
+both, while the databases keep the text raw.
+
+    edge-cer export-data study-data        # rebuild study-data/bids/ and study-data/trials.csv
 """
 
 from __future__ import annotations
 
+import argparse
+import ctypes
 import csv
+import errno
 import io
 import json
+import os
+import re
 import shutil
+import sqlite3
 from importlib.metadata import version
 from pathlib import Path
 
-from edge_cer.session.data import BIDS_DIR, TIDY_COLUMNS, TIDY_FILE, atomic_write, list_sessions, read_session
+from edge_cer.errors import EdgeCerError, warn
+from edge_cer.session.data import (BIDS_DIR, TIDY_COLUMNS, TIDY_FILE, _fsync_dir, atomic_write, list_sessions,
+                                   read_session, warn_damaged)
+from edge_cer.session.ownership import export_lock
 
 BIDS_VERSION = "1.9.0"
 TASK = "cer"
@@ -96,9 +111,34 @@ _LEVELS = {
 }
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_CONTROLS = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def escape_controls(text: str) -> str:
+    """Control characters as visible escapes (tab -> \\t, NUL -> \\x00): one cell stays one cell on one line."""
+    def escape(m: re.Match) -> str:
+        code = ord(m[0])
+        return _NAMED_CONTROLS.get(m[0]) or (f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}")
+
+    return _CONTROL.sub(escape, text)
+
+
 def _sessions_with_trials(data_dir: Path):
+    """(meta, trials) of every readable session with trials; damaged ones and duplicate labels are reported."""
+    seen: dict[tuple[str, str], Path] = {}
     for info in list_sessions(data_dir):
-        meta, trials, _ = read_session(info.folder)
+        try:
+            meta, trials, _ = read_session(info.folder)
+        except (sqlite3.DatabaseError, KeyError) as exc:
+            warn_damaged(info.folder, exc)
+            continue
+        key = (info.participant, info.session)
+        if key in seen:  # two concurrent starts before edge-cer had participant locks
+            warn(f"{info.folder}: sub-{key[0]} ses-{key[1]} again (also {seen[key]}); left out of the exports. Keep "
+                 f"the session you want in {info.folder.parent} and move the other out")
+            continue
+        seen[key] = info.folder
         if trials:
             yield meta, trials
 
@@ -113,7 +153,7 @@ def _stimulus_timing(row: dict) -> tuple[float | None, float | None]:
 
 def _tsv(rows: list[dict], columns: tuple[str, ...]) -> bytes:
     def cell(v) -> str:
-        return "n/a" if v is None or v == "" else " ".join(str(v).split())  # no tabs or newlines inside a cell
+        return "n/a" if v is None or v == "" else escape_controls(str(v))
 
     lines = ["\t".join(columns)] + ["\t".join(cell(r.get(c)) for c in columns) for r in rows]
     return ("\n".join(lines) + "\n").encode()
@@ -123,12 +163,28 @@ def _json(value) -> bytes:
     return (json.dumps(value, indent=2) + "\n").encode()
 
 
+def export_all(data_dir: str | Path) -> tuple[Path, Path]:
+    """Rebuild both exports from the databases; returns (bids folder, trials.csv)."""
+    return export_bids(data_dir), export_tidy(data_dir)
+
+
 def export_bids(data_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the BIDS dataset afresh (built beside `out`, then swapped in) and return its folder."""
     data_dir = Path(data_dir)
     out = Path(out) if out else data_dir / BIDS_DIR
-    staging = out.with_name(f".{out.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
+    if out.exists() and not out.is_dir():
+        raise EdgeCerError(f"{out}: is a file where the BIDS export goes; move it away and run `edge-cer export-data "
+                           f"{data_dir}`")
+    with export_lock(data_dir):
+        for stale in out.parent.glob(f".{out.name}.new-*"):  # left by a kill; nobody else exports now
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = out.with_name(f".{out.name}.new-{os.getpid()}")
+        _write_bids(data_dir, staging)
+        _swap_in(staging, out)
+    return out
+
+
+def _write_bids(data_dir: Path, staging: Path) -> None:
     staging.mkdir(parents=True)
     participants: dict[str, None] = {}
     for meta, trials in _sessions_with_trials(data_dir):
@@ -157,10 +213,34 @@ def export_bids(data_dir: str | Path, out: str | Path | None = None) -> Path:
         "Behavioural data of the edge-cer cognitive emotion regulation (CER) task, exported from the session\n"
         "databases by edge-cer. One beh.tsv per session, one row per trial; see the JSON sidecars for columns.\n"
     )
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return out
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """`out` becomes the new export in one step: renameat2(RENAME_EXCHANGE) where Linux and the file system offer
+    it, else two renames (a kill between them leaves no `out`, which the next rebuild repairs)."""
+    if not out.exists():
+        staging.rename(out)
+    else:
+        if not _exchange(staging, out):
+            old = staging.with_name(staging.name + "-old")
+            out.rename(old)
+            staging.rename(out)
+            staging = old
+        shutil.rmtree(staging)  # now the previous export
+    _fsync_dir(out.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
 def _sidecar(meta: dict) -> dict:
@@ -192,9 +272,26 @@ def export_tidy(data_dir: str | Path) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(TIDY_COLUMNS)
-    for _, trials in _sessions_with_trials(data_dir):
-        for row in trials:
-            writer.writerow("" if row[c] is None else row[c] for c in TIDY_COLUMNS)
-    path = data_dir / TIDY_FILE
-    atomic_write(path, buffer.getvalue().encode())
+    with export_lock(data_dir):
+        for _, trials in _sessions_with_trials(data_dir):
+            for row in trials:
+                writer.writerow("" if row[c] is None else escape_controls(row[c]) if isinstance(row[c], str) else row[c]
+                                for c in TIDY_COLUMNS)
+        path = data_dir / TIDY_FILE
+        atomic_write(path, buffer.getvalue().encode())
     return path
+
+
+# ---- `edge-cer export-data DATA` ----
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data_dir", type=Path, help="the study's data folder (holds sessions/)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (args.data_dir / "sessions").is_dir():
+        raise EdgeCerError(f"{args.data_dir}: no sessions/ folder here; give the data folder of `edge-cer run --data`")
+    bids_dir, tidy = export_all(args.data_dir)
+    print(f"rebuilt {bids_dir} and {tidy} from {args.data_dir / 'sessions'}")
+    return 0

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edge_cer.errors import EdgeCerError
+from edge_cer.errors import EdgeCerError, warn
 
 SCHEMA_VERSION = 3  # 2: the live columns; 3: provenance and feedback timing (added in place when reopened)
 KEY_FILE = "participant-keys.tsv"
@@ -141,34 +141,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-# ---- the key file (label -> pseudonym) ----
-
-
-def read_keys(key_file: Path) -> dict[str, str]:
-    if not key_file.exists():
-        return {}
-    keys = {}
-    for line in key_file.read_text().splitlines()[1:]:
-        label, pseudonym, *_ = line.split("\t")
-        keys[label] = pseudonym
-    return keys
-
-
-def pseudonym_for(key_file: Path, label: str) -> str:
-    """The participant's pseudonym, created (and appended to the key file, fsynced) on first use."""
-    keys = read_keys(key_file)
-    if label in keys:
-        return keys[label]
-    pseudonym = new_code()
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a") as f:
-        if f.tell() == 0:
-            f.write("label\tpseudonym\tcreated_utc\n")
-        f.write(f"{label}\t{pseudonym}\t{utc_now()}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return pseudonym
+# ---- the key file and the locks: edge_cer.session.ownership ----
 
 
 # ---- sessions ----
@@ -194,15 +167,24 @@ def list_sessions(data_dir: Path) -> list[SessionInfo]:
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         if folder.name.startswith(".") or not (folder / DB_FILE).is_file():
             continue
-        con = _connect(folder / DB_FILE)
         try:
-            meta = dict(con.execute("SELECT key, value FROM meta"))
-            end = con.execute("SELECT detail FROM events WHERE kind = 'session_end'").fetchone()
-        finally:
-            con.close()
-        state = json.loads(end[0])["state"] if end else "running"
-        infos.append(SessionInfo(folder.name, folder, meta["participant"], meta["session"], state))
+            con = _connect(folder / DB_FILE)
+            try:
+                meta = dict(con.execute("SELECT key, value FROM meta"))
+                end = con.execute("SELECT detail FROM events WHERE kind = 'session_end'").fetchone()
+            finally:
+                con.close()
+            state = json.loads(end[0])["state"] if end else "running"
+            infos.append(SessionInfo(folder.name, folder, meta["participant"], meta["session"], state))
+        except (sqlite3.DatabaseError, KeyError, ValueError, TypeError) as exc:
+            warn_damaged(folder, exc)
     return sorted(infos, key=lambda i: (i.participant, i.session))
+
+
+def warn_damaged(folder: Path, exc: Exception) -> None:
+    """One damaged session must not stop the study: it is reported with the repair and skipped."""
+    warn(f"{folder / DB_FILE}: damaged ({type(exc).__name__}: {exc}); skipped by every command. Restore the folder "
+         f"from a backup, or move it out of {folder.parent} if that session is lost")
 
 
 def _connect(db: Path) -> sqlite3.Connection:
@@ -217,6 +199,7 @@ class SessionStore:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        self.held = []  # further locks (the participant's) released by close()
         self._lock_fd = _lock(self.folder / LOCK_FILE)
         self._con = _connect(self.folder / DB_FILE)
         self.meta = dict(self._con.execute("SELECT key, value FROM meta"))
@@ -229,19 +212,26 @@ class SessionStore:
         """A new session folder with its schema and meta in one transaction, published by a rename."""
         code = new_code()
         staging = sessions_dir(data_dir) / f".new-{code}"
-        (staging / PICTURES_DIR).mkdir(parents=True)
-        con = _connect(staging / DB_FILE)
-        con.executescript(
-            "BEGIN;"
-            + _SCHEMA
-            + "".join(f"INSERT INTO meta VALUES ({_q(k)}, {_q(v)});" for k, v in
-                      {**meta, "session_code": code, "schema_version": str(SCHEMA_VERSION), "created_utc": utc_now()}.items())
-            + "COMMIT;"
-        )
-        con.close()
-        final = sessions_dir(data_dir) / code
-        staging.rename(final)
-        _fsync_dir(final.parent)
+        try:
+            (staging / PICTURES_DIR).mkdir(parents=True)
+            con = _connect(staging / DB_FILE)
+            try:
+                con.executescript(
+                    "BEGIN;"
+                    + _SCHEMA
+                    + "".join(f"INSERT INTO meta VALUES ({_q(k)}, {_q(v)});" for k, v in
+                              {**meta, "session_code": code, "schema_version": str(SCHEMA_VERSION),
+                               "created_utc": utc_now()}.items())
+                    + "COMMIT;"
+                )
+            finally:
+                con.close()
+            final = sessions_dir(data_dir) / code
+            staging.rename(final)
+            _fsync_dir(final.parent)
+        except BaseException:  # a full disk or a kill: nothing half-created stays behind
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return cls(final)
 
     # -- reading --
@@ -297,6 +287,8 @@ class SessionStore:
     def close(self) -> None:
         self._con.close()
         os.close(self._lock_fd)
+        for lock in self.held:
+            lock.release()
 
 
 def read_session(folder: Path) -> tuple[dict[str, str], list[dict], list[dict]]:

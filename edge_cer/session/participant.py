@@ -26,9 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
-from edge_cer.errors import EdgeCerError
+from edge_cer.errors import EdgeCerError, check_text, read_user_text
 from edge_cer.session.counterbalance import PlannedTrial
-from edge_cer.session.protocol import RatingScale
+from edge_cer.session.protocol import MAX_PHASE_S, MAX_RATING, STRATEGIES, RatingScale
 
 DEFAULT_SCRIPT = "default_script.toml"
 
@@ -62,18 +62,17 @@ class ScriptedParticipant:
     pre: int = 7
     post_change: dict = field(default_factory=lambda: {"reappraise": -2, "describe": -1, "look": 0})
     ai_change: int = -1
+    source: str = DEFAULT_SCRIPT  # the script file, for messages
 
     @classmethod
     def from_file(cls, path: str | Path | None = None) -> ScriptedParticipant:
-        """Read a script (TOML or JSON by suffix); None reads the embedded demo script."""
+        """Read a script (TOML or JSON by suffix); None reads the embedded demo script. Every value is checked here,
+        before any session exists: types, finite numbers, text encoding, WAV files (readable, not too long)."""
         if path is None:
             text, source, base = resources.files(__package__).joinpath(DEFAULT_SCRIPT).read_text(), DEFAULT_SCRIPT, None
         else:
             path = Path(path)
-            try:
-                text, source, base = path.read_text(), str(path), path.parent
-            except OSError as exc:
-                raise EdgeCerError(f"--scripted {path}: cannot read it ({exc.strerror}); give an existing script file") from exc
+            text, source, base = read_user_text(path, "--scripted", "a TOML or JSON script"), str(path), path.parent
         try:
             table = json.loads(text) if source.endswith(".json") else tomllib.loads(text)
         except (ValueError, tomllib.TOMLDecodeError) as exc:
@@ -85,25 +84,45 @@ class ScriptedParticipant:
         _only(table, ("rt_s", "speak_s", "ratings", "trials"), source, "")
         ratings = table.get("ratings", {})
         _only(ratings, ("pre", "post_change", "ai_change"), source, "[ratings] ")
+        post_change = ratings.get("post_change", {})
+        _only(post_change, STRATEGIES, source, "[ratings] post_change ")
+        values = {k: _seconds(table[k], f"{source}: `{k}`") for k in ("rt_s", "speak_s") if k in table}
+        values |= {k: _whole(ratings[k], f"{source}: [ratings] `{k}`") for k in ("pre", "ai_change") if k in ratings}
+        if "post_change" in ratings:
+            values["post_change"] = {k: _whole(v, f"{source}: [ratings] post_change `{k}`") for k, v in post_change.items()}
+        entries = table.get("trials", [])
+        if not isinstance(entries, list):
+            raise EdgeCerError(f"{source}: `trials` must be a list of tables; write each as [[trials]]")
         utterances, overrides = [], []
-        for i, entry in enumerate(table.get("trials", []), start=1):
+        for i, entry in enumerate(entries, start=1):
             where = f"{source}: trials[{i}]"
             _only(entry, ("text", "wav", "pre", "post"), source, f"trials[{i}] ")
             if ("text" in entry) == ("wav" in entry):
                 raise EdgeCerError(f"{where}: give exactly one of `text` or `wav`")
+            if not isinstance(entry.get("text", entry.get("wav")), str):
+                raise EdgeCerError(f"{where}: `text`/`wav` must be a string in quotes, e.g. text = \"It is staged.\"")
             wav = None
             if "wav" in entry:
-                wav = (base or Path()) / entry["wav"]
-                if not wav.is_file():
-                    raise EdgeCerError(f"{where}: wav {wav} does not exist; record it or fix the path")
-            utterances.append(Utterance(text=entry.get("text"), wav=wav))
-            overrides.append({k: entry[k] for k in ("pre", "post") if k in entry})
-        values = {k: table[k] for k in ("rt_s", "speak_s") if k in table} | {
-            k: ratings[k] for k in ("pre", "post_change", "ai_change") if k in ratings
-        }
+                from edge_cer.speech.audio import check_audio_file  # numpy and soundfile: only for WAV trials
+
+                wav = (base or Path()) / check_text(entry["wav"], f"{where} wav")
+                try:
+                    check_audio_file(wav)
+                except EdgeCerError as exc:
+                    raise EdgeCerError(f"{where}: {exc}") from None
+            utterances.append(Utterance(text=check_text(entry["text"], f"{where} text") if "text" in entry else None,
+                                        wav=wav))
+            overrides.append({k: _whole(entry[k], f"{where} `{k}`") for k in ("pre", "post") if k in entry})
         if utterances:
             values |= {"utterances": tuple(utterances), "overrides": tuple(overrides)}
-        return cls(**values)
+        return cls(**values, source=source)
+
+    def require_recogniser(self, have_asr: bool) -> None:
+        """WAV trials need a recogniser; refused before the session exists, not at the first spoken trial."""
+        first = next((i for i, u in enumerate(self.utterances, start=1) if u.wav is not None), None)
+        if first is not None and not have_asr:
+            raise EdgeCerError(f"{self.source}: trials[{first}] gives a WAV file, which needs the speech recogniser; "
+                               "pass --asr DIR, or give `text` instead of `wav`")
 
     def _entry(self, trial: PlannedTrial) -> int:
         return (trial.trial - 1) % len(self.utterances)
@@ -123,7 +142,22 @@ class ScriptedParticipant:
         return Rating(min(scale.high, max(scale.low, value)), self.rt_s)
 
 
-def _only(table: dict, keys: tuple[str, ...], source: str, where: str) -> None:
+def _only(table, keys: tuple[str, ...], source: str, where: str) -> None:
+    if not isinstance(table, dict):
+        raise EdgeCerError(f"{source}: {where or 'the script '}must be a table of keys, not {type(table).__name__}; "
+                           f"valid keys: {', '.join(keys)}")
     for key in table:
         if key not in keys:
             raise EdgeCerError(f"{source}: {where}unknown key `{key}`; valid keys: {', '.join(keys)}")
+
+
+def _seconds(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_PHASE_S:
+        raise EdgeCerError(f"{where} = {value!r} must be a number of seconds from 0 to {MAX_PHASE_S:.0f}, e.g. 0.8")
+    return float(value)
+
+
+def _whole(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_RATING:
+        raise EdgeCerError(f"{where} = {value!r} must be a whole number (a rating or a change of one), e.g. 7")
+    return value

@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import string
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from edge_cer.errors import EdgeCerError
+from edge_cer.errors import EdgeCerError, read_user_text
 
 STRATEGIES = ("reappraise", "describe", "look")
 FEEDBACK = ("ai", "none")
 DEFAULT_PROTOCOL = "default_protocol.toml"
+# Sanity limits: far beyond any real study, low enough that nothing overflows (SQLite integers, the clock).
+MAX_PHASE_S = 3600.0
+MAX_TRIALS = 1000
+MAX_STEPS = 1000
+MAX_RATING = 1000
 
 
 @dataclass(frozen=True)
@@ -208,10 +214,7 @@ def load_protocol(path: str | Path | None = None) -> Protocol:
         text = resources.files(__package__).joinpath(DEFAULT_PROTOCOL).read_text()
         source = f"<default {DEFAULT_PROTOCOL}>"
     else:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise EdgeCerError(f"--protocol {path}: cannot read it ({exc.strerror}); give an existing TOML file") from exc
+        text = read_user_text(path, "--protocol", "a protocol TOML file")
         source = str(path)
     return parse_protocol(text, source)
 
@@ -251,6 +254,9 @@ def _read_section(cls, values: dict, source: str, section: str | None):
             ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         if isinstance(value, bool) and expected is not bool:
             ok = False
+        if ok and expected is float and not math.isfinite(value):
+            raise EdgeCerError(f"{source}: {where}`{key}` = {value!r} is not a finite number; "
+                               f"e.g. {key} = {_toml(getattr(defaults, key))}")
         if not ok:
             raise EdgeCerError(
                 f"{source}: {where}`{key}` = {value!r} must be {expected.__name__}; e.g. {key} = {_toml(getattr(defaults, key))}"
@@ -283,9 +289,15 @@ def _check(p: Protocol) -> None:
         refuse("[design] practice_trials", f"= {d.practice_trials}", "use 0 or more")
     if d.stimulus_selection not in ("most_negative", "random"):
         refuse("[design] stimulus_selection", f"= {d.stimulus_selection!r}", 'use "most_negative" or "random"')
+    for key, value in (("trials_per_condition", d.trials_per_condition), ("practice_trials", d.practice_trials)):
+        if value > MAX_TRIALS:
+            refuse(f"[design] {key}", f"= {value}", f"use at most {MAX_TRIALS}")
     for f in dataclasses.fields(Durations):
         if getattr(p.durations, f.name) < 0:
             refuse(f"[durations] {f.name}", f"= {getattr(p.durations, f.name)} is negative", "use 0 or more seconds")
+        if getattr(p.durations, f.name) * max(p.time_scale, 1) > MAX_PHASE_S:
+            refuse(f"[durations] {f.name}", f"= {getattr(p.durations, f.name)} s (x time_scale {p.time_scale})",
+                   f"keep every phase under {MAX_PHASE_S} s")
     for limit in ("speaking", "rating"):
         if getattr(p.durations, limit) <= 0 and p.time_scale > 0:
             refuse(f"[durations] {limit}", "is 0, so nobody could answer", "give a limit above 0 seconds")
@@ -293,9 +305,14 @@ def _check(p: Protocol) -> None:
         refuse("time_scale", f"= {p.time_scale} is negative", "use 1 for real sessions, 0 for instant scripted runs")
     if p.rating.high <= p.rating.low:
         refuse("[rating] high", f"= {p.rating.high} is not above low = {p.rating.low}", "e.g. low = 1, high = 9")
+    if not -MAX_RATING <= p.rating.low < p.rating.high <= MAX_RATING:
+        refuse("[rating]", f"low = {p.rating.low}, high = {p.rating.high}", f"keep both within +-{MAX_RATING}")
+    if not 0 <= p.seed < 2**63:
+        refuse("seed", f"= {p.seed}", "use a whole number from 0 to 2**63 - 1")
     g = p.generation
-    if not (0 < g.strength <= 1) or g.ip_scale < 0 or g.steps < 1:
-        refuse("[generation]", f"strength={g.strength}, ip_scale={g.ip_scale}, steps={g.steps}", "need 0 < strength <= 1, ip_scale >= 0, steps >= 1")
+    if not (0 < g.strength <= 1) or not 0 <= g.ip_scale <= 10 or not 1 <= g.steps <= MAX_STEPS:
+        refuse("[generation]", f"strength={g.strength}, ip_scale={g.ip_scale}, steps={g.steps}",
+               f"need 0 < strength <= 1, 0 <= ip_scale <= 10, 1 <= steps <= {MAX_STEPS}")
     pr = p.prompt
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(pr.template) if name is not None]
@@ -303,12 +320,12 @@ def _check(p: Protocol) -> None:
         fields = None
     if fields != ["transcript"]:
         refuse("[prompt] template", f"= {pr.template!r}", 'hold {transcript} exactly once and no other braces, e.g. "a photo, {transcript}"')
-    if not 1 <= pr.min_words <= pr.max_words:
-        refuse("[prompt]", f"min_words={pr.min_words}, max_words={pr.max_words}", "need 1 <= min_words <= max_words")
+    if not 1 <= pr.min_words <= pr.max_words <= 1000:
+        refuse("[prompt]", f"min_words={pr.min_words}, max_words={pr.max_words}", "need 1 <= min_words <= max_words <= 1000")
     if any(not f.strip() for f in pr.fillers):
         refuse("[prompt] fillers", "has an empty entry", "list words or phrases only")
     lv = p.live
-    if lv.debounce_s < 0 or lv.deadline_s <= 0:
+    if not 0 <= lv.debounce_s <= MAX_PHASE_S or not 0 < lv.deadline_s <= MAX_PHASE_S:
         refuse("[live]", f"debounce_s={lv.debounce_s}, deadline_s={lv.deadline_s}", "need debounce_s >= 0 and deadline_s > 0")
     if lv.on_deadline not in ("best", "none"):
         refuse("[live] on_deadline", f"= {lv.on_deadline!r}", 'use "best" or "none"')

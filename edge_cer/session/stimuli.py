@@ -9,6 +9,7 @@ The embedded default is a synthetic, deliberately non-affective set drawn with P
 from __future__ import annotations
 
 import csv
+import math
 import os
 import random
 import statistics
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from edge_cer.errors import EdgeCerError
+from edge_cer.errors import EdgeCerError, read_user_text
+from edge_cer.picture_file import open_picture
 
 NORMS_FILE = "norms.csv"
 SYNTHETIC_VERSION = 1  # bump when the drawing changes, so caches are rebuilt rather than mixed
@@ -53,7 +55,7 @@ def load_stimuli(folder: str | Path, norms: str | Path | None = None) -> Stimulu
     if not folder.is_dir():
         raise EdgeCerError(f"--stimuli {folder}: not a folder; give the folder that holds the pictures and {NORMS_FILE}")
     table = Path(norms) if norms else folder / NORMS_FILE
-    if not table.is_file():
+    if not table.exists():
         raise EdgeCerError(f"{table}: missing; write {NORMS_FILE} with columns id,file,valence,arousal[,dominance]")
     rows, header_line = _read_table(table)
     iaps = "valmn" in {h.lower() for h in rows[0]} if rows else False
@@ -76,7 +78,7 @@ def load_stimuli(folder: str | Path, norms: str | Path | None = None) -> Stimulu
 
 def _read_table(table: Path) -> tuple[list[list[str]], int]:
     """Rows from the header on (IAPS manuals put prose above it) and the header's 0-based line number."""
-    lines = table.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    lines = read_user_text(table, "", "a UTF-8 norm table (CSV or TSV)").removeprefix("\ufeff").splitlines()
     for i, line in enumerate(lines):
         low = line.lower()
         if ("id" in low and "valence" in low) or ("iaps" in low and "valmn" in low):
@@ -90,9 +92,12 @@ def _number(record: dict, key: str, where: str, optional: bool = False) -> float
     if text == "" and optional:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise EdgeCerError(f"{where}: `{key}` = {text!r} is not a number; write the norm mean, e.g. 3.2") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise EdgeCerError(f"{where}: `{key}` = {text!r} is not a number; write the norm mean, e.g. 3.2")
+    return value
 
 
 def _norms_row(record: dict, folder: Path, where: str) -> Stimulus:
@@ -118,11 +123,11 @@ def _iaps_row(record: dict, folder: Path, where: str) -> Stimulus:
 
 def _check_picture(path: Path, where: str) -> None:
     """Refuse at start rather than at trial 27: a dropped picture would unbalance the conditions."""
-    if not path.is_file():
-        raise EdgeCerError(f"{where}: picture {path} does not exist; fix the file name or remove the row")
     try:
-        with Image.open(path) as image:
+        with open_picture(path) as image:
             image.verify()
+    except EdgeCerError as exc:
+        raise EdgeCerError(f"{where}: {exc} (or remove the row)") from exc
     except Exception as exc:
         raise EdgeCerError(f"{where}: picture {path} is not a readable image ({exc}); replace it or remove the row") from exc
 

@@ -20,6 +20,7 @@ from edge_cer.errors import EdgeCerError
 from edge_cer.speech.manifest import SAMPLE_RATE
 
 CHUNK_SECONDS = 0.1  # 100 ms: sherpa's microphone examples read this much per call
+MAX_AUDIO_SECONDS = 3600.0  # a whole session at most; longer is the wrong file (a day of recording)
 BLOCK_SECONDS = 10.0  # file read/resample block: bounded memory, negligible filter edge effects
 
 
@@ -68,12 +69,7 @@ def file_source(path: str | Path, realtime: bool = False, mix_down: bool = False
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
-        raise EdgeCerError(f"{path}: no such audio file")
-    try:
-        info = sf.info(str(path))
-    except (RuntimeError, sf.LibsndfileError) as exc:
-        raise EdgeCerError(f"{path}: not a readable audio file ({exc}); convert it to WAV or FLAC") from exc
+    info = check_audio_file(path)
     chunk = int(chunk_seconds * SAMPLE_RATE)
     start = time.monotonic()
     sent = 0
@@ -88,6 +84,23 @@ def file_source(path: str | Path, realtime: bool = False, mix_down: bool = False
                 yield piece
     except sf.LibsndfileError as exc:
         raise EdgeCerError(f"{path}: the audio data is corrupt after {sent / SAMPLE_RATE:.1f} s ({exc})") from exc
+
+
+def check_audio_file(path: Path):
+    """soundfile's header info of a readable recording no longer than MAX_AUDIO_SECONDS (header only: fast)."""
+    import soundfile as sf
+
+    if not path.is_file():
+        raise EdgeCerError(f"{path}: {'is a folder' if path.is_dir() else 'no such audio file'}; check the path "
+                           "(a WAV or FLAC file)")
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise EdgeCerError(f"{path}: not a readable audio file ({exc}); convert it to WAV or FLAC") from exc
+    if info.duration > MAX_AUDIO_SECONDS:
+        raise EdgeCerError(f"{path}: {info.duration:.0f} s of audio, over the {MAX_AUDIO_SECONDS:.0f} s limit of edge-cer "
+                           "(one recording per utterance or session); cut it to the part to transcribe")
+    return info
 
 
 def read_audio(path: str | Path, mix_down: bool = False) -> np.ndarray:

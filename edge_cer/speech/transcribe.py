@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_cer.errors import EdgeCerError
-from edge_cer.speech.audio import file_source, microphone_source
+from edge_cer.speech.audio import check_audio_file, file_source, microphone_source
+from edge_cer.speech.manifest import SAMPLE_RATE
 from edge_cer.speech.recognizer import (Final, Partial, Recognizer, RecognizerWorker, StreamingRecognizer,
                                         VadRecognizer, create_recognizer)
 
@@ -37,10 +38,15 @@ def transcribe_file(asr: str | Path | Recognizer, path: str | Path, mix_down: bo
     also decode partial results (passed to `on_event`); off, each utterance is decoded once, for its final.
     """
     recognizer = asr if isinstance(asr, (StreamingRecognizer, VadRecognizer)) else create_recognizer(asr)
+    return transcribe_source(recognizer, file_source(path, mix_down=mix_down), on_event, partials)
+
+
+def transcribe_source(recognizer: Recognizer, chunks, on_event=None, partials: bool = False) -> Transcript:
+    """Transcribe 16 kHz mono chunks (an edge_cer.speech.audio source) to their end."""
     stream = recognizer.create_stream()
     events = []
-    for chunk in file_source(path, mix_down=mix_down):
-        stream.accept_waveform(16000, chunk)
+    for chunk in chunks:
+        stream.accept_waveform(SAMPLE_RATE, chunk)
         events += _emit(recognizer.decode(stream, partials=partials), on_event)
     events += _emit(recognizer.finish(stream), on_event)
     finals = tuple(e for e in events if isinstance(e, Final))
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeCerError("--device applies only with --mic")
     show = (lambda e: print(_json_line(e), flush=True)) if args.partials else None
     if args.audio:
+        check_audio_file(args.audio)  # a wrong file is refused before the recogniser loads
         transcript = transcribe_file(args.asr, args.audio, mix_down=args.mix_down, on_event=show,
                                      partials=args.partials)
     else:

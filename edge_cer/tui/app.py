@@ -417,8 +417,7 @@ class CerApp(App[dict]):
             store.close()
             self.session = None
             if state is not None:
-                self.summary["bids"] = str(bids.export_bids(self.options.data_dir))
-                self.summary["tidy_csv"] = str(bids.export_tidy(self.options.data_dir))
+                self.summary["bids"], self.summary["tidy_csv"] = map(str, bids.export_all(self.options.data_dir))
         self.exit(self.summary)
 
     async def action_quit(self) -> None:
