@@ -11,7 +11,7 @@ from edge_cer.session.data import read_session
 from edge_cer.tui.screens.experimenter import ExperimenterScreen
 from edge_cer.tui.screens.help import HelpScreen
 from edge_cer.tui.widgets.rating import RatingScale
-from tests.tui_helpers import make_app, pin_terminal
+from tests.tui_helpers import anyio_backend, make_app, pinned_terminal  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.anyio
 SIZE = (120, 40)
@@ -30,15 +30,6 @@ OVERLAYS = {
 CASES = [(o, p) for o in OVERLAYS for p in PHASES if o != "palette" or p in ("rating_pre", "regulate", "feedback")]
 SKIPPABLE = ("fixation", "stimulus", "rating_pre", "cue", "regulate", "feedback", "rating_post")  # row not yet written
 
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def pinned_terminal(monkeypatch):
-    pin_terminal(monkeypatch)
 
 
 async def settle(pilot, until, tries: int = 150):

@@ -10,20 +10,11 @@ import pytest
 from edge_cer.session.data import read_session
 from edge_cer.speech import recognizer as speech_recognizer
 from edge_cer.speech.recognizer import Final, Partial
-from tests.tui_helpers import make_app, pin_terminal
+from tests.tui_helpers import anyio_backend, make_app, pinned_terminal  # noqa: F401 (fixtures)
 
 SIZE = (100, 36)
 pytestmark = pytest.mark.anyio  # anyio's pytest plugin runs the async tests
 
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def pinned_terminal(monkeypatch):
-    pin_terminal(monkeypatch)
 
 
 async def ready(app, pilot):

@@ -9,17 +9,12 @@ from textual.app import App
 
 from edge_cer.tui.app import CALM
 from edge_cer.tui.screens.experimenter import ExperimenterScreen
-from tests.tui_helpers import make_app, pin_terminal
+from tests.tui_helpers import make_app, pinned_terminal  # noqa: F401 (fixture)
 
 SIZES = {"120x40": (120, 40), "160x48": (160, 48)}
 # The participant's screens, in the order a trial shows them.
 PHASES = ("instructions", "fixation", "stimulus", "rating_pre", "cue", "regulate", "feedback", "rating_post", "iti",
           "break", "end")
-
-
-@pytest.fixture(autouse=True)
-def pinned_terminal(monkeypatch):
-    pin_terminal(monkeypatch)
 
 
 @pytest.fixture

@@ -10,19 +10,10 @@ from edge_cer.session.protocol import TYPED_TWINS, Instructions, parse_protocol
 from edge_cer.speech import recognizer as speech_recognizer
 from tests.session_helpers import protocol_text
 from tests.test_tui_pilot import ScriptedRecognizer, quiet_audio
-from tests.tui_helpers import make_app, pin_terminal
+from tests.tui_helpers import anyio_backend, make_app, pinned_terminal  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.anyio
 
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def pinned_terminal(monkeypatch):
-    pin_terminal(monkeypatch)
 
 
 def test_typed_wording_replaces_every_spoken_twin():
