@@ -6,7 +6,8 @@
 
 Every ONNX Runtime provider is really tried: a one-node model is opened with that provider alone and run
 once, and the session's own provider list is checked, because onnxruntime falls back to CPU silently.
-Each --asr folder is verified, loaded and run on a second of silence.
+Each --asr folder is verified, loaded and run on a second of silence. Every probe reports its own failure in
+its own row (one line, however long the library's message): the doctor itself never stops with a traceback.
 Exit status 1 when an --engines or --asr folder is broken (missing files, hash mismatch, not an export), or, with
 --verdict, when an engines folder runs on no backend here.
 """
@@ -16,13 +17,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
-from edge_cer.backends import cuda_runtime
+from edge_cer.backends import cuda_runtime, gpu_info, rtx
+from edge_cer.backends.gpu_info import one_line
 from edge_cer.backends.ort import EP_NAMES
 from edge_cer.errors import EdgeCerError
 from edge_cer.tui.terminal import terminal_colours
@@ -71,7 +72,7 @@ def verdict(report: dict) -> tuple[bool, str]:
             ready.append(f"asr {Path(a['path']).name} decodes ({a['mode']})")
     if problems:
         return False, "edge-cer doctor: NOT READY: " + "; ".join(problems)
-    return True, (f"edge-cer doctor: READY: edge-cer {__version__}, onnxruntime {report['onnxruntime']['version']}"
+    return True, (f"edge-cer doctor: READY: edge-cer {__version__}, onnxruntime {report['onnxruntime'].get('version')}"
                   + "".join(f"; {r}" for r in ready))
 
 
@@ -94,16 +95,25 @@ def probe_asr(root: Path) -> dict:
 
 def collect(engine_dirs=(), asr_dirs=()) -> dict:
     machine = {
-        "onnxruntime": probe_onnxruntime(),
-        "gpu": probe_gpu(),
+        "onnxruntime": _probe(probe_onnxruntime),
+        "gpu": _probe(probe_gpu),
+        "tensorrt_rtx": _probe(probe_tensorrt_rtx),
         "tensorrt": _module_version("tensorrt"),  # the module's own, as recorded in engine manifests
         "sherpa_onnx": _module_version("sherpa_onnx"),
-        "terminal_graphics": terminal_graphics(),
-        "terminal_colours": terminal_colours(),
+        "terminal_graphics": _probe(terminal_graphics),
+        "terminal_colours": _probe(terminal_colours),
     }
-    machine["engines"] = [engine_needs(Path(d), machine) for d in engine_dirs]
-    machine["asr"] = [probe_asr(Path(d)) for d in asr_dirs]
+    machine["engines"] = [_probe(engine_needs, Path(d), machine, path=str(d)) for d in engine_dirs]
+    machine["asr"] = [_probe(probe_asr, Path(d), path=str(d)) for d in asr_dirs]
     return machine
+
+
+def _probe(fn, *args, **record):
+    """Run one probe; its failure becomes its row ({"error": one line}), never the doctor's."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - whatever a probe hits is what we report
+        return {**record, "error": f"{type(exc).__name__}: {one_line(str(exc))}"}
 
 
 def _one_node_model() -> bytes:
@@ -125,7 +135,8 @@ def probe_onnxruntime() -> dict:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     providers = {}
-    for name in dict.fromkeys(list(EP_NAMES.values()) + built_in):
+    wanted = [ep for ep in EP_NAMES.values() if ep != rtx.EP_NAME]  # a plugin: its own row (probe_tensorrt_rtx)
+    for name in dict.fromkeys(wanted + built_in):
         if name not in built_in:
             providers[name] = {"initialises": False, "detail": "not in this onnxruntime build"}
             continue
@@ -138,8 +149,8 @@ def probe_onnxruntime() -> dict:
             ok = np.array_equal(session.run(["Y"], {"X": x})[0], x + x)
             providers[name] = {"initialises": ok, "detail": "ran a test graph" if ok else "wrong result"}
         except Exception as exc:  # noqa: BLE001 - any failure of a provider is what we report
-            providers[name] = {"initialises": False, "detail": _first_line(exc)}
-    return {"version": ort.__version__, "package": _ort_package(), "providers": providers}
+            providers[name] = {"initialises": False, "detail": one_line(str(exc))}
+    return {"version": ort.__version__, "package": _ort_package(), "module": ort.__file__, "providers": providers}
 
 
 def _ort_package() -> str | None:
@@ -155,18 +166,10 @@ def _ort_package() -> str | None:
 def probe_gpu() -> dict:
     """What each GPU tool sees: nvidia-smi, cuda-python (used by trt-native) and CuPy, when present."""
     gpu: dict = {}
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total,compute_cap",
-                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=15, check=True)
-            gpu["nvidia_smi"] = [dict(zip(("name", "driver", "memory", "compute_capability"),
-                                          (f.strip() for f in line.split(","))))
-                                 for line in out.stdout.strip().splitlines()]
-        except (subprocess.SubprocessError, OSError) as exc:
-            gpu["nvidia_smi"] = {"error": _first_line(exc)}
-    else:
-        gpu["nvidia_smi"] = None
+    try:
+        gpu["nvidia_smi"] = gpu_info.nvidia_smi() if shutil.which("nvidia-smi") else None
+    except gpu_info.GpuQueryError as exc:
+        gpu["nvidia_smi"] = {"error": str(exc)}
     try:
         cuda_runtime.cudart()
     except EdgeCerError:  # cuda-python is not installed
@@ -175,7 +178,7 @@ def probe_gpu() -> dict:
         try:
             gpu["cuda_python"] = {**cuda_runtime.device_info(0), **cuda_runtime.versions()}
         except Exception as exc:  # noqa: BLE001 - reported, not fatal (no GPU, driver too old)
-            gpu["cuda_python"] = {"error": _first_line(exc)}
+            gpu["cuda_python"] = {"error": one_line(str(exc))}
     gpu["cupy"] = _probe_cupy() if _has_module("cupy") else None
     return gpu
 
@@ -189,7 +192,23 @@ def _probe_cupy() -> dict:
         return {"version": cupy.__version__, "devices": rt.getDeviceCount(), "name": props["name"].decode(),
                 "compute_capability": f"{props['major']}.{props['minor']}", "runtime": rt.runtimeGetVersion()}
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
-        return {"error": _first_line(exc)}
+        return {"error": one_line(str(exc))}
+
+
+def probe_tensorrt_rtx() -> dict:
+    """The TensorRT for RTX plugin: installed, loads into this onnxruntime, offers a device, supports the card."""
+    if not _has_module(rtx.MODULE):
+        return {"installed": False, "detail": "pip install 'edge-cer[rtx]' (RTX 30xx-50xx cards)"}
+    out = {"installed": True, "version": _module_version(rtx.MODULE)}
+    try:
+        rtx.register()
+        import onnxruntime as ort
+
+        devices = [d for d in ort.get_ep_devices() if d.ep_name == rtx.EP_NAME]
+        out["devices"] = len(devices)
+    except Exception as exc:  # noqa: BLE001 - reported in its row
+        out["error"] = one_line(str(exc))
+    return out
 
 
 def gpu_compute_capability(gpu: dict) -> str | None:
@@ -226,6 +245,7 @@ def engine_needs(root: Path, machine: dict) -> dict:
     for provider in ("cuda", "tensorrt"):
         ok = initialises.get(EP_NAMES[provider], False)
         runs[provider] = (ok, "" if ok else f"{EP_NAMES[provider]} does not initialise here")
+    runs["tensorrt-rtx"] = _rtx_runs(machine)
     record = data.get("tensorrt")
     engines = {}
     if record is None:
@@ -253,47 +273,67 @@ def engine_needs(root: Path, machine: dict) -> dict:
     }
 
 
+def _rtx_runs(machine: dict) -> tuple[bool, str]:
+    probe = machine.get("tensorrt_rtx") or {}
+    if not probe.get("installed"):
+        return False, probe.get("error") or "onnxruntime-ep-nv-tensorrt-rtx is not installed (edge-cer[rtx])"
+    cc = gpu_compute_capability(machine.get("gpu") or {})
+    if cc is not None and not rtx.supported(cc):
+        return False, f"compute capability {cc}: TensorRT for RTX supports 8.6, 8.9 and 12.0+ (RTX 30xx-50xx)"
+    if probe.get("error") or not probe.get("devices"):
+        return False, probe.get("error") or "the plugin offers no device here"
+    return True, ""
+
+
 def render(report: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
     yes = lambda ok: "[green]yes[/]" if ok else "[red]no[/]"  # noqa: E731
     ort = report["onnxruntime"]
-    t = Table(title=f"ONNX Runtime {ort['version']} ({ort['package']})")
-    for col in ("provider", "initialises", "detail"):
-        t.add_column(col)
-    for name, p in ort["providers"].items():
-        t.add_row(name, yes(p["initialises"]), p["detail"])
-    console.print(t)
+    if "error" in ort:
+        console.print(f"[red]onnxruntime: {escape(ort['error'])}[/]", soft_wrap=True)
+    else:
+        t = Table(title=f"ONNX Runtime {ort['version']} ({ort['package']}, {ort['module']})")
+        for col in ("provider", "initialises", "detail"):
+            t.add_column(col)
+        for name, p in ort["providers"].items():
+            t.add_row(name, yes(p["initialises"]), escape(p["detail"]))
+        console.print(t)
 
     t = Table(title="GPU, libraries, terminal")
     t.add_column("what")
     t.add_column("found")
-    for tool, seen in report["gpu"].items():
-        t.add_row(tool, "not installed" if seen is None else _short(seen))
+    gpu = report["gpu"]
+    for tool, seen in (gpu.items() if "error" not in gpu else [("GPU probes", gpu)]):
+        t.add_row(tool, "not installed" if seen is None else escape(_short(seen)))
+    t.add_row("TensorRT for RTX (plugin EP)", escape(_short(report["tensorrt_rtx"])))
     t.add_row("tensorrt", report["tensorrt"] or "not installed")
     t.add_row("sherpa-onnx", report["sherpa_onnx"] or "not installed")
-    t.add_row("terminal graphics", report["terminal_graphics"]["renderer"])
-    t.add_row("terminal colours", report["terminal_colours"]["warning"] or report["terminal_colours"]["colours"])
+    graphics = report["terminal_graphics"]
+    t.add_row("terminal graphics", graphics.get("renderer") or f"[red]{escape(graphics['error'])}[/]")
+    colours = report["terminal_colours"]
+    t.add_row("terminal colours", escape(colours.get("warning") or colours.get("colours") or colours.get("error", "")))
     console.print(t)
 
     for a in report["asr"]:
-        console.print(f"\n[bold]asr {a['path']}[/]: " + (f"[red]{a['error']}[/]" if "error" in a else
+        console.print(f"\n[bold]asr {a['path']}[/]: " + (f"[red]{escape(a['error'])}[/]" if "error" in a else
                                                          f"[green]decodes[/] ({a['mode']})"), soft_wrap=True)
     for e in report["engines"]:
         console.print(f"\n[bold]export {e['path']}[/]", soft_wrap=True)  # a long path must not wrap in a title
         t = Table()
         if "error" in e:
             t.add_column("problem")
-            t.add_row(f"[red]{e['error']}[/]")
+            t.add_row(f"[red]{escape(e['error'])}[/]")
             console.print(t)
             continue
         t.add_column("backend")
         t.add_column("runs here")
         t.add_column("why not")
         for backend, r in e["runs_on"].items():
-            t.add_row(backend, yes(r["ok"]), r["why_not"])
+            t.add_row(backend, yes(r["ok"]), escape(r["why_not"]))
         trt = e["tensorrt"]
         t.caption = (f"precision {', '.join(e['precision'])}; export shape {e['export_shape']}; "
                      f"adapter {e['adapter']}; "
@@ -310,7 +350,7 @@ def _module_version(module: str) -> str | None:
     try:
         return getattr(importlib.import_module(module), "__version__", "unknown")
     except Exception as exc:  # noqa: BLE001 - a module that fails to import is reported, not fatal
-        return f"fails to import: {_first_line(exc)}"
+        return f"fails to import: {one_line(str(exc))}"
 
 
 def _has_module(name: str) -> bool:
@@ -318,10 +358,6 @@ def _has_module(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _short(seen) -> str:

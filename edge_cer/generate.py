@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_cer.backends import add_provider_arguments, backend_options
 from edge_cer.errors import EdgeCerError, check_text
 
 
@@ -35,8 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", type=Path, help="float32 .npy of shape (1, 4, H/8, W/8): replaces the seeded noise")
     p.add_argument("--height", type=int, help="default: the export resolution")
     p.add_argument("--width", type=int, help="default: the export resolution")
-    p.add_argument("--provider", choices=("cpu", "cuda", "tensorrt", "trt-native"), default="cpu",
-                   help="cuda/tensorrt need onnxruntime-gpu; trt-native needs engines built with --tensorrt")
+    p.add_argument("--vae", choices=("full", "tiny"), default="full",
+                   help="tiny: the export's tiny VAE decoder (export sd --tiny-vae), a fraction of the decode time")
+    add_provider_arguments(p)
     p.add_argument("--json", action="store_true", help="print parameters and per-stage timings as JSON")
 
 
@@ -63,7 +65,7 @@ def run(args) -> int:
     noise = load_noise(args.noise) if args.noise else None
     if not args.out.parent.is_dir():
         raise EdgeCerError(f"{args.out.parent}: no such folder for --out")
-    pipe = SDPipeline.from_export(args.engines, provider=args.provider)
+    pipe = SDPipeline.from_export(args.engines, provider=args.provider, vae=args.vae, **backend_options(args))
     out = pipe(image, args.prompt, args.negative_prompt, steps=args.steps, strength=args.strength,
                guidance=args.guidance, ip_scale=args.ip_scale, seed=args.seed, noise=noise, scheduler=args.scheduler,
                height=args.height, width=args.width)

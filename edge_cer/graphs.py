@@ -105,8 +105,12 @@ def _with_latent(dims: dict) -> dict:
     return dims
 
 
-def sd_graphs(m: ModelDims) -> dict[str, GraphSpec]:
-    """The six graphs of SD + IP-Adapter, in the order the pipeline runs them."""
+TINY_VAE_DECODER = "vae_decoder_tiny"  # diffusers' AutoencoderTiny (TAESD) decoder, exported beside the full one
+
+
+def sd_graphs(m: ModelDims, tiny_vae: bool = False) -> dict[str, GraphSpec]:
+    """The six graphs of SD + IP-Adapter, in the order the pipeline runs them, and the tiny VAE decoder (same
+    inputs and outputs as the full one) when the export has it."""
     f32, i64 = "float32", "int64"
     lat = ("batch", m.latent_channels, "latent_height", "latent_width")
     img = ("batch", 3, "height", "width")
@@ -158,4 +162,7 @@ def sd_graphs(m: ModelDims) -> dict[str, GraphSpec]:
             spatial,
         ),
     ]
+    if tiny_vae:
+        full = graphs[-1]
+        graphs.append(GraphSpec(TINY_VAE_DECODER, full.inputs, full.outputs, full.dynamic))
     return {g.name: g for g in graphs}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_cer.errors import EdgeCerError, read_user_text
-from edge_cer.graphs import GraphSpec, ModelDims, sd_graphs
+from edge_cer.graphs import TINY_VAE_DECODER, GraphSpec, ModelDims, sd_graphs
 
 FORMAT = "edge-cer-sd-export"
 FORMAT_VERSION = 1
@@ -70,7 +70,7 @@ class ExportManifest:
 
     @property
     def graphs(self) -> dict[str, GraphSpec]:
-        return sd_graphs(self.dims)
+        return sd_graphs(self.dims, tiny_vae=TINY_VAE_DECODER in self.data["graphs"])
 
     def graph_path(self, name: str) -> Path:
         return self.root / self.data["graphs"][name]["file"]

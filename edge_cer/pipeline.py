@@ -23,6 +23,7 @@ from PIL import Image
 
 from edge_cer.backends import Backend, create_backend
 from edge_cer.errors import EdgeCerError
+from edge_cer.graphs import TINY_VAE_DECODER
 from edge_cer.image import clip_pixels, init_image, rgb
 from edge_cer.manifest import ExportManifest, load_manifest
 from edge_cer.rng import TorchGenerator
@@ -63,12 +64,25 @@ class ImageEmbeds:
     negative: np.ndarray
 
 
+VAE_DECODERS = ("full", "tiny")  # the export's AutoencoderKL decoder, or its AutoencoderTiny (TAESD) one
+
+
 class SDPipeline:
-    def __init__(self, manifest: ExportManifest, backend: Backend):
+    def __init__(self, manifest: ExportManifest, backend: Backend, vae: str = "full"):
+        """`vae="tiny"` decodes with the export's tiny VAE decoder (`export sd --tiny-vae`), as diffusers does with
+        `vae=AutoencoderTiny...`: latents / its scaling factor (1.0 for TAESD)."""
         self.manifest, self.backend = manifest, backend
         model = manifest.data["model"]
         self.dims = manifest.dims
         self.vae_scaling_factor = np.float32(model["vae_scaling_factor"])
+        if vae not in VAE_DECODERS:
+            raise EdgeCerError(f"--vae {vae}: choose {' or '.join(VAE_DECODERS)}")
+        if vae == "tiny" and "tiny_vae" not in model:
+            raise EdgeCerError(f"{manifest.root}: has no tiny VAE decoder; re-export with `edge-cer export sd "
+                               f"--tiny-vae DIR` (a diffusers AutoencoderTiny folder) or use the full VAE")
+        self.vae = vae
+        self.decoder, self.decoder_scaling = (TINY_VAE_DECODER, np.float32(model["tiny_vae"]["scaling_factor"])) \
+            if vae == "tiny" else ("vae_decoder", self.vae_scaling_factor)
         self.preprocess = model["image_preprocess"]
         self.tokenizer = CLIPTokenizer(manifest.tokenizer_dir, model["pad_token"])
         self.scheduler_config = load_scheduler_config(manifest.scheduler_config_path)
@@ -76,11 +90,12 @@ class SDPipeline:
         self._latents_cache: dict[tuple, np.ndarray] = {}
 
     @classmethod
-    def from_export(cls, root, provider: str = "cpu", verify: bool = True, **backend_options) -> "SDPipeline":
+    def from_export(cls, root, provider: str = "cpu", verify: bool = True, vae: str = "full",
+                    **backend_options) -> "SDPipeline":
         manifest = load_manifest(root, verify=verify)
         backend = create_backend(manifest, provider, **backend_options)
         backend.load()
-        return cls(manifest, backend)
+        return cls(manifest, backend, vae)
 
     # -- helpers, each one stage of diffusers' pipeline ---------------------------------------------------------
 
@@ -145,7 +160,7 @@ class SDPipeline:
         return self._latents_cache[key]
 
     def decode_latents(self, latents: np.ndarray) -> np.ndarray:
-        sample = self.backend.infer("vae_decoder", {"latent_sample": latents / self.vae_scaling_factor})["sample"]
+        sample = self.backend.infer(self.decoder, {"latent_sample": latents / self.decoder_scaling})["sample"]
         image = np.clip(sample / 2 + 0.5, 0.0, 1.0)
         return image[0].transpose(1, 2, 0).astype(np.float32)
 
@@ -260,6 +275,6 @@ class SDPipeline:
 
         params = dict(prompt=prompt, negative_prompt=negative_prompt, steps=steps, strength=strength,
                       guidance=guidance, ip_scale=ip_scale, seed=seed, scheduler=type(sched).__name__,
-                      height=height, width=width, denoising_steps=len(timesteps),
+                      height=height, width=width, denoising_steps=len(timesteps), vae=self.vae,
                       engine_manifest_sha256=self.manifest.sha256)
         return GenerationOutput(picture, params, dict(timer.times), interrupted)

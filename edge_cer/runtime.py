@@ -60,10 +60,13 @@ class Runtime:
         """The same loaded parts for another protocol (a resumed session keeps the one it began with)."""
         if protocol.text == self.protocol.text:
             return self
-        self.close()
         generator = self.generator
         if isinstance(generator, EngineGenerator):
+            if protocol.generation.vae != generator.pipeline.vae:
+                raise EdgeCerError(f"session protocol {protocol.source}: [generation] vae = {protocol.generation.vae!r}, "
+                                   f"but the engine was loaded with {generator.pipeline.vae!r}; restart to resume it")
             generator = _engine_settings(generator.pipeline, protocol, self.provider)
+        self.close()
         return Runtime(protocol, generator, self.recognizer, LivePipeline(generator, self.recognizer, protocol),
                        self.provider)
 
@@ -72,9 +75,11 @@ class Runtime:
 
 
 def build_runtime(protocol: Protocol, *, engines: Path | str | None = None, asr: Path | str | None = None,
-                  provider: str = "cpu", placeholder: bool = False, generator=None, recognizer=None) -> Runtime:
+                  provider: str = "cpu", backend_options: dict | None = None, placeholder: bool = False,
+                  generator=None, recognizer=None) -> Runtime:
     """Load what the protocol needs. `generator`/`recognizer`: already loaded parts (tests, benches) instead of
-    folders. AI-feedback conditions need an engine (`engines`, `placeholder` or `generator`)."""
+    folders. AI-feedback conditions need an engine (`engines`, `placeholder` or `generator`). `backend_options`:
+    edge_cer.backends.backend_options(args) (--cuda-graphs)."""
     if provider not in PROVIDERS:
         raise EdgeCerError(f"--provider {provider}: unknown; choose one of {', '.join(PROVIDERS)}")
     if engines is not None and placeholder:
@@ -86,7 +91,9 @@ def build_runtime(protocol: Protocol, *, engines: Path | str | None = None, asr:
         if engines is not None:
             from edge_cer.pipeline import SDPipeline  # here: a session without the engine starts without onnxruntime
 
-            generator = _engine_settings(SDPipeline.from_export(engines, provider=provider), protocol, provider)
+            pipeline = SDPipeline.from_export(engines, provider=provider, vae=protocol.generation.vae,
+                                              **(backend_options or {}))
+            generator = _engine_settings(pipeline, protocol, provider)
         elif placeholder:
             generator = PlaceholderGenerator()
         else:

@@ -95,6 +95,30 @@ def load_sd(root: Path) -> SDCheckpoint:
     return SDCheckpoint(root, unet, vae, text_encoder, tokenizer, scheduler_config, fe_size)
 
 
+def load_tiny_vae(root: Path, vae) -> torch.nn.Module:
+    """A diffusers AutoencoderTiny folder (TAESD), checked against the model's own VAE latents."""
+    from diffusers import AutoencoderTiny
+
+    root = Path(root)
+    config = root / "config.json"
+    if not config.is_file() or json.loads(config.read_text()).get("_class_name") != "AutoencoderTiny":
+        raise EdgeCerError(f"{config}: not a diffusers AutoencoderTiny folder; --tiny-vae takes a TAESD folder "
+                           f"(config.json with _class_name AutoencoderTiny, diffusion_pytorch_model.safetensors)")
+    if not any(root.glob("*.safetensors")):
+        pickles = [p for p in root.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
+        if pickles:
+            refuse_pickle(pickles[0], "weights")
+        raise EdgeCerError(f"{root}: no .safetensors weights; the folder is incomplete")
+    try:
+        tiny = AutoencoderTiny.from_pretrained(root, use_safetensors=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise EdgeCerError(f"{root}: cannot load the tiny VAE ({str(exc).splitlines()[0]}); re-download it") from exc
+    if tiny.config.latent_channels != vae.config.latent_channels:
+        raise EdgeCerError(f"{root}: a tiny VAE for {tiny.config.latent_channels}-channel latents; the model's VAE "
+                           f"has {vae.config.latent_channels} (TAESD is for SD-1.x/2.x, TAESDXL for SDXL)")
+    return tiny.eval().requires_grad_(False)
+
+
 def load_ip_adapter(path: Path, unet, image_encoder_dir: Path | None = None) -> IPAdapter:
     from safetensors import SafetensorError
     from safetensors.torch import load_file

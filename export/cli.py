@@ -41,9 +41,14 @@ def _add_sd_arguments(p: argparse.ArgumentParser) -> None:
                                                       "the adapter file, the h94 layout)")
     p.add_argument("--clip", type=Path, help="the full CLIP model (transformers CLIPModel folder) the image encoder "
                                              "comes from: stores zero-shot valence prompt embeddings (base adapters)")
+    p.add_argument("--tiny-vae", type=Path, help="a diffusers AutoencoderTiny folder (TAESD, e.g. madebyollin/taesd "
+                                                 "for SD-1.x/2.x): exports its decoder beside the full one")
     p.add_argument("--out", type=Path, required=True, help="export folder to create")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                    help="fp16 keeps fp32 inputs/outputs; meant for GPU backends")
+    p.add_argument("--vae-precision", choices=("auto", "fp32", "fp16"), default="auto",
+                   help="with --precision fp16: auto keeps a VAE fp32 where its config says force_upcast (SD-1.x/2.x "
+                        "VAEs overflow fp16); the tiny VAE runs fp16")
     p.add_argument("--height", type=int, default=512, help="export (and TensorRT static) height in pixels")
     p.add_argument("--width", type=int, default=512, help="export (and TensorRT static) width in pixels")
     p.add_argument("--optimize", choices=("none", "cpu", "gpu"), default="none",
@@ -72,6 +77,7 @@ def run(args) -> int:
         model, adapters = build(args.preset, args.out, args.seed)
         print(f"model: {model}")
         print(f"full CLIP model (for --clip): {model.parent / (args.preset + '-clip')}")
+        print(f"tiny VAE (for --tiny-vae): {model.parent / (args.preset + '-taesd')}")
         for kind, path in adapters.items():
             print(f"ip-adapter ({kind}): {path}")
         return 0
@@ -79,8 +85,9 @@ def run(args) -> int:
     from export.sd import ExportOptions, export_sd
 
     export_sd(ExportOptions(
-        model=args.model, ip_adapter=args.ip_adapter, image_encoder=args.image_encoder, clip=args.clip, out=args.out,
-        precision=args.precision, height=args.height, width=args.width, optimize=args.optimize,
+        model=args.model, ip_adapter=args.ip_adapter, image_encoder=args.image_encoder, clip=args.clip, tiny_vae=args.tiny_vae, out=args.out,
+        precision=args.precision, vae_precision=args.vae_precision, height=args.height, width=args.width,
+        optimize=args.optimize,
         tensorrt=args.tensorrt, tensorrt_dynamic=args.tensorrt_dynamic, force=args.force,
     ))
     return 0

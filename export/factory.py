@@ -5,6 +5,9 @@
     <out>/<preset>-ip/models/ip-adapter-plus_sd15.safetensors     h94 layout, plus adapter (Resampler, 16 tokens)
     <out>/<preset>-ip/models/image_encoder/                       CLIPVisionModelWithProjection
 
+    <out>/<preset>-taesd/                   a diffusers AutoencoderTiny folder (TAESD's layout and, for the real
+                                            presets, its architecture): the tiny VAE decoder option
+
 Presets: `tiny-sd15` / `tiny-sd2` (seconds to build; the test models) and `sd15` / `sd21` / `sd-turbo`
 (architecture-true: the real configs with random weights, for honest latency and the >2 GB external-data path).
 Random weights give noise pictures, but real shapes, real timings and real numerics.
@@ -47,6 +50,8 @@ class Preset:
     # Text tower of the full CLIP model whose vision tower is the image encoder (for zero-shot picture valence).
     clip_text: dict = field(default_factory=lambda: dict(_OPENCLIP_H_TEXT, num_hidden_layers=24))
     vae_scaling: float = 0.18215
+    # AutoencoderTiny kwargs; {} is diffusers' default, TAESD's own architecture (madebyollin/taesd).
+    tiny_vae: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
 
@@ -60,6 +65,9 @@ _TINY_VAE = dict(
     block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8, latent_channels=4,
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=64,
 )
+# TAESD's block structure (8x up/downsampling) at a fraction of its 64 channels.
+_TINY_TAESD = dict(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                   num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
 _TINY_VISION = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=3,
                     image_size=32, patch_size=8, projection_dim=24, hidden_act="gelu")
 
@@ -90,6 +98,7 @@ PRESETS: dict[str, Preset] = {
         text=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=3,
                   hidden_act="quick_gelu"),
         vision=_TINY_VISION, scheduler=EULER_SD15, pad_token="<|endoftext|>", plus_hidden=64, clip_text=_TINY_CLIP_TEXT,
+        tiny_vae=_TINY_TAESD,
     ),
     # SD-2 shape: linear projections, per-block head dims, v-prediction, OpenCLIP's "!" padding.
     "tiny-sd2": Preset(
@@ -97,6 +106,7 @@ PRESETS: dict[str, Preset] = {
         vae=_TINY_VAE,
         text=dict(hidden_size=48, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, hidden_act="gelu"),
         vision=_TINY_VISION, scheduler=DDIM_SD21_V, pad_token="!", plus_hidden=64, clip_text=_TINY_CLIP_TEXT,
+        tiny_vae=_TINY_TAESD,
     ),
     "sd15": Preset(
         unet=dict(**_SD_BLOCKS, sample_size=64, cross_attention_dim=768, attention_head_dim=8),
@@ -176,6 +186,18 @@ def build_pipeline_folder(preset: str, out: Path, seed: int = 0) -> Path:
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(p.scheduler, indent=2) + "\n")
     _write_slow_tokenizer_files(out / "tokenizer", p.pad_token)
     return out
+
+
+def build_tiny_vae(preset: str, out: Path, seed: int = 0) -> Path:
+    """A diffusers AutoencoderTiny folder (config.json + safetensors) with seeded random weights; TAESD's
+    architecture for the real presets. Its scaling factor is 1.0: TAESD decodes the UNet's latents as they are."""
+    from diffusers import AutoencoderTiny
+
+    p = PRESETS[preset]
+    torch.manual_seed(seed + 3)
+    vae = AutoencoderTiny(**p.tiny_vae, latent_channels=p.vae["latent_channels"])
+    vae.save_pretrained(out, safe_serialization=True)
+    return Path(out)
 
 
 def _write_slow_tokenizer_files(folder: Path, pad_token: str) -> None:
@@ -311,10 +333,11 @@ def _scheduler_from_dict(config: dict):
 
 
 def build(preset: str, out: Path, seed: int = 0) -> tuple[Path, dict[str, Path]]:
-    """Build a preset's pipeline folder, its full CLIP model (`<preset>-clip/`) and its adapters under `out`;
-    returns (model dir, {kind: adapter file})."""
+    """Build a preset's pipeline folder, its full CLIP model (`<preset>-clip/`), its tiny VAE (`<preset>-taesd/`)
+    and its adapters under `out`; returns (model dir, {kind: adapter file})."""
     out = Path(out)
     model = build_pipeline_folder(preset, out / preset, seed)
+    build_tiny_vae(preset, out / f"{preset}-taesd", seed)
     clip = build_clip(preset, out / f"{preset}-clip", seed)
     adapters = build_ip_adapters(preset, out / f"{preset}-ip", clip, seed)
     return model, adapters

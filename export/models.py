@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from edge_cer.graphs import ModelDims
+from edge_cer.graphs import TINY_VAE_DECODER, ModelDims
 from export.checkpoint import IPAdapter, SDCheckpoint
 
 
@@ -138,9 +138,11 @@ class VaeDecoder(torch.nn.Module):
         return self.vae.decode(latent_sample).sample
 
 
-def graph_modules(ckpt: SDCheckpoint, ip: IPAdapter) -> dict[str, torch.nn.Module]:
-    """graph name -> module; keys match edge_cer.graphs.sd_graphs."""
+def graph_modules(ckpt: SDCheckpoint, ip: IPAdapter, tiny_vae=None) -> dict[str, torch.nn.Module]:
+    """graph name -> module; keys match edge_cer.graphs.sd_graphs. The tiny VAE's decode has the full one's
+    signature: latents (divided by its scaling factor, 1.0 for TAESD) -> pixels in [-1, 1]."""
     unet = UNetIP(ckpt.unet, ip)
+    tiny = {} if tiny_vae is None else {TINY_VAE_DECODER: VaeDecoder(tiny_vae)}
     return {
         "text_encoder": TextEncoder(ckpt.text_encoder),
         "image_encoder": ImageEncoder(ip.image_encoder, ip.kind),
@@ -148,4 +150,5 @@ def graph_modules(ckpt: SDCheckpoint, ip: IPAdapter) -> dict[str, torch.nn.Modul
         "unet": unet,
         "vae_encoder": VaeEncoder(ckpt.vae),
         "vae_decoder": VaeDecoder(ckpt.vae),
+        **tiny,
     }

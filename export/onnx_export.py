@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from functools import partialmethod
 from pathlib import Path
+from types import SimpleNamespace
 from unittest.mock import patch
 
 import numpy as np
@@ -87,13 +90,20 @@ def check(path: Path) -> None:
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def validate(module: torch.nn.Module, spec: GraphSpec, path: Path, shapes: list[dict], precision: str) -> Validation:
-    """Run the ONNX file (ONNX Runtime, CPU) and the torch module on each shape; refuse a mismatch."""
+def validate(module: torch.nn.Module, spec: GraphSpec, path: Path, shapes: list[dict],
+             precision: str) -> Validation | None:
+    """Run the ONNX file (ONNX Runtime, CPU; CUDA for graphs with CUDA-only fused ops) and the torch module on each
+    shape; refuse a mismatch. None when the graph holds CUDA-only ops and this onnxruntime has no CUDA."""
     import onnxruntime as ort
 
+    providers = ["CPUExecutionProvider"]
+    if cuda_only_ops(path):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return None
+        providers.insert(0, "CUDAExecutionProvider")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), opts, providers=providers)
     worst_abs = worst_rel = 0.0
     for i, dims in enumerate(shapes):
         feeds = sample_inputs(spec, dims, seed=100 + i)
@@ -115,17 +125,31 @@ def validate(module: torch.nn.Module, spec: GraphSpec, path: Path, shapes: list[
     return Validation(shapes, worst_abs, worst_rel)
 
 
-def optimize(path: Path, model_type: str, use_gpu: bool) -> dict:
-    """onnxruntime's transformer optimizer (attention / LayerNorm / GELU fusions; GroupNorm fusions only for GPU,
-    where the CUDA contrib kernels exist). Returns node counts before and after."""
+# What ONNX Runtime's CPU provider cannot run: the CUDA contrib ops the GPU fusions write.
+CUDA_ONLY_OPS = {"GroupNorm", "SkipGroupNorm", "BiasSplitGelu", "NhwcConv", "BiasAdd"}
+FUSION_STEPS = 18  # the steps UnetOnnxModel._optimize reports to its progress bar
+
+
+def optimize(path: Path, model_type: str, use_gpu: bool, dims: dict[str, int] | None = None,
+             progress=None) -> dict:
+    """onnxruntime's transformer optimizer, as its stable-diffusion optimize_pipeline applies it (attention ->
+    MultiHeadAttention, LayerNorm / GELU fusions; for GPU also GroupNorm (NHWC), SkipGroupNorm, BiasSplitGelu,
+    BiasAdd and NhwcConv, the CUDA contrib kernels). Returns node counts before and after, fused op counts, seconds.
+
+    `dims` (symbolic dim -> size) makes the fusions see concrete shapes: their symbolic shape inference otherwise
+    works in sympy on the dynamic sizes (an SD-2.1-topology UNet: a third less CPU time, docs/gpu.md). Only the
+    copy being optimised gets the sizes; the result gets the original dynamic inputs and outputs back, and the
+    export validates it at other shapes. `progress(advance)` is called per fusion step of a UNet."""
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     # onnxruntime.transformers puts its folder on sys.path and its modules import each other by top-level name:
-    # the class the optimizer uses is this one, not onnxruntime.transformers.fusion_attention_unet's.
+    # the classes the optimizer uses are these, not onnxruntime.transformers.fusion_attention_unet's (...).
     from fusion_attention_unet import FusionAttentionUnet
+    from onnx_model_unet import UnetOnnxModel
 
-    before = len(onnx.load(str(path), load_external_data=False).graph.node)
+    started = time.perf_counter()
+    original = onnx.load(str(path), load_external_data=False)
     options = FusionOptions(model_type)
     if not use_gpu:
         # GroupNorm / BiasSplitGelu / NhwcConv fusions produce CUDA-only contrib ops.
@@ -137,12 +161,55 @@ def optimize(path: Path, model_type: str, use_gpu: bool) -> dict:
         # MultiHeadAttention on CPU takes separate Q, K, V ("Packed QKV ... not implemented for CPU").
         options.enable_packed_qkv = False
         options.enable_packed_kv = False
+    source = _with_sizes(original, path, dims) if dims else path
     fixed = partialmethod(_get_num_heads, upstream=FusionAttentionUnet.get_num_heads)
-    with patch.object(FusionAttentionUnet, "get_num_heads", fixed):
-        model = optimize_model(str(path), model_type=model_type, opt_level=0, use_gpu=use_gpu,
-                               optimization_options=options)
-    _save(model.model, path)
-    return {"nodes_before": before, "nodes_after": len(model.model.graph.node)}
+    # UnetOnnxModel.optimize draws a tqdm bar over the export's own; report its steps to `progress` instead.
+    steps = SimpleNamespace(update=progress or (lambda n=1: None))
+    try:
+        with patch.object(FusionAttentionUnet, "get_num_heads", fixed), \
+                patch.object(UnetOnnxModel, "optimize", lambda self, opts=None: self._optimize(opts, steps)):
+            model = optimize_model(str(source), model_type=model_type, opt_level=0, use_gpu=use_gpu,
+                                   optimization_options=options).model
+    finally:
+        if source != path:
+            source.unlink()
+    if dims:
+        _restore_io(model, original)
+    _save(model, path)
+    ops = Counter(n.op_type for n in model.graph.node)
+    fused = {op: ops[op] for op in sorted(FUSED_OPS) if ops[op]}
+    return {"nodes_before": len(original.graph.node), "nodes_after": len(model.graph.node), "fused_ops": fused,
+            "target": "gpu" if use_gpu else "cpu", "seconds": round(time.perf_counter() - started, 1)}
+
+
+FUSED_OPS = CUDA_ONLY_OPS | {"MultiHeadAttention", "Attention", "LayerNormalization", "SkipLayerNormalization",
+                             "FastGelu", "Gelu", "BiasGelu", "QuickGelu"}
+
+
+def _with_sizes(model: onnx.ModelProto, path: Path, dims: dict[str, int]) -> Path:
+    """A copy of `model` beside `path` (so a relative external-data location still resolves) whose dynamic inputs
+    and outputs have the sizes in `dims`."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for value in list(model.graph.input) + list(model.graph.output):
+        for d in value.type.tensor_type.shape.dim:
+            if d.dim_param in dims:
+                d.dim_value = dims[d.dim_param]
+    copy = path.with_name(path.stem + ".sized.onnx")
+    onnx.save_model(model, str(copy))
+    return copy
+
+
+def _restore_io(model: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """The original (dynamic) input and output types, and no intermediate shapes inferred at the fixed sizes."""
+    types = {v.name: v.type for v in list(original.graph.input) + list(original.graph.output)}
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name in types:
+            value.type.CopyFrom(types[value.name])
+    del model.graph.value_info[:]
+
+
+def cuda_only_ops(path: Path) -> list[str]:
+    return sorted({n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node} & CUDA_ONLY_OPS)
 
 
 def _get_num_heads(self, reshape_q, is_torch2: bool = False, *, upstream) -> int:

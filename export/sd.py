@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edge_cer.errors import EdgeCerError
-from edge_cer.graphs import VAE_DOWNSAMPLE, sd_graphs
+from edge_cer.graphs import TINY_VAE_DECODER, VAE_DOWNSAMPLE, sd_graphs
 from edge_cer.image import CLIP_MEAN, CLIP_STD
 from edge_cer.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, SCHEDULER_CONFIG, TOKENIZER_DIR, hash_tree,
-                               is_export_dir, write_json_atomic)
+                               is_export_dir, sha256_file, write_json_atomic)
 from export import onnx_export
-from export.checkpoint import load_ip_adapter, load_sd, refuse_pickle, source_hashes
+from export.checkpoint import load_ip_adapter, load_sd, load_tiny_vae, refuse_pickle, source_hashes
 from export.finetune import read_provenance
 from export.models import graph_modules, model_dims
 
@@ -40,7 +40,9 @@ class ExportOptions:
     out: Path
     image_encoder: Path | None = None
     clip: Path | None = None  # the full CLIP model of the image encoder: zero-shot prompt embeddings
+    tiny_vae: Path | None = None  # a diffusers AutoencoderTiny (TAESD) folder: its decoder is exported too
     precision: str = "fp32"
+    vae_precision: str = "auto"  # auto: fp32 where the VAE's config says force_upcast (diffusers' fp16 rule)
     height: int = 512
     width: int = 512
     optimize: str = "none"  # none | cpu | gpu
@@ -62,6 +64,8 @@ def check_options(o: ExportOptions) -> None:
         raise EdgeCerError(f"--ip-adapter {o.ip_adapter}: no such file; give the h94-layout .safetensors file")
     if o.precision not in ("fp32", "fp16"):
         raise EdgeCerError(f"--precision {o.precision}: use fp32 or fp16")
+    if o.vae_precision not in ("auto", "fp32", "fp16"):
+        raise EdgeCerError(f"--vae-precision {o.vae_precision}: use auto, fp32 or fp16")
     if o.out.exists() and not o.force:
         if not o.out.is_dir() or any(o.out.iterdir()):
             what = "an edge-cer export" if is_export_dir(o.out) else "not an edge-cer export"
@@ -111,9 +115,12 @@ def _export_into(o: ExportOptions, tmp: Path, console: Console) -> None:
     for name, v in (("--height", o.height), ("--width", o.width)):
         if v <= 0 or v % multiple:
             raise EdgeCerError(f"{name} {v}: must be a positive multiple of {multiple} for {o.model}")
+    tiny_vae = load_tiny_vae(o.tiny_vae, ckpt.vae) if o.tiny_vae else None
     dims = model_dims(ckpt, ip)
-    specs = sd_graphs(dims)
-    modules = graph_modules(ckpt, ip)
+    specs = sd_graphs(dims, tiny_vae=tiny_vae is not None)
+    modules = graph_modules(ckpt, ip, tiny_vae)
+    precisions = graph_precisions(o, specs, {"vae_encoder": ckpt.vae, "vae_decoder": ckpt.vae,
+                                             TINY_VAE_DECODER: tiny_vae})
     export_shape = {"batch": 2, "height": o.height, "width": o.width}
     # Two shapes per graph: the export resolution without guidance, and another batch and aspect ratio.
     check_shapes = [{"batch": 1, "height": o.height, "width": o.width},
@@ -132,17 +139,28 @@ def _export_into(o: ExportOptions, tmp: Path, console: Console) -> None:
             onnx_export.check(path)
             entry = spec.describe(**export_shape)
             if o.optimize != "none" and name in OPTIMIZER_TYPES:
-                progress.update(task, info="optimize")
-                entry["optimized"] = onnx_export.optimize(path, OPTIMIZER_TYPES[name], use_gpu=o.optimize == "gpu")
-            progress.update(task, advance=1, info=o.precision)
-            if o.precision == "fp16":
+                if o.optimize == "gpu":  # its fused ops run on CUDA only: check against torch before fusing
+                    progress.update(task, info="validate before fusion")
+                    entry["validation_before_fusion"] = onnx_export.validate(
+                        modules[name], spec, path, check_shapes, "fp32").to_dict()
+                progress.update(task, info="optimize", total=4 + onnx_export.FUSION_STEPS * (name == "unet"))
+                entry["optimized"] = onnx_export.optimize(
+                    path, OPTIMIZER_TYPES[name], use_gpu=o.optimize == "gpu", dims=optimize_dims(spec, o, multiple),
+                    progress=lambda n=1, task=task: progress.update(task, advance=n))
+            precision = precisions[name]
+            progress.update(task, advance=1, info=precision)
+            if precision == "fp16":
                 onnx_export.to_fp16(path)
             progress.update(task, advance=1, info="validate vs torch")
-            entry["validation"] = onnx_export.validate(modules[name], spec, path, check_shapes, o.precision).to_dict()
-            entry.update(precision=o.precision, opset=onnx_export.OPSET, bytes=onnx_export.file_size(path),
+            checked = onnx_export.validate(modules[name], spec, path, check_shapes, precision)
+            entry["validation"] = checked.to_dict() if checked else {
+                "not_run": f"{', '.join(onnx_export.cuda_only_ops(path))} run on CUDA only and this onnxruntime "
+                           f"has no CUDA; see validation_before_fusion"}
+            entry.update(precision=precision, opset=onnx_export.OPSET, bytes=onnx_export.file_size(path),
                          export_seconds=round(time.perf_counter() - t0, 2))
             graphs[name] = entry
-            progress.update(task, advance=1, info=f"max diff {entry['validation']['max_rel_diff']:.1e}")
+            diff = entry["validation"].get("max_rel_diff")
+            progress.update(task, advance=1, info="checked before fusion" if diff is None else f"max diff {diff:.1e}")
 
     ckpt.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)  # writes tokenizer.json for the `tokenizers` library
     (tmp / SCHEDULER_CONFIG).parent.mkdir(parents=True)
@@ -158,6 +176,9 @@ def _export_into(o: ExportOptions, tmp: Path, console: Console) -> None:
             "adapter": {"type": ip.kind, "tokens": ip.tokens, "file": ip.path.name},
             "prediction_type": ckpt.scheduler_config.get("prediction_type", "epsilon"),
             "vae_scaling_factor": float(ckpt.vae.config.scaling_factor),
+            **({} if tiny_vae is None else {"tiny_vae": {
+                "scaling_factor": float(tiny_vae.config.scaling_factor), "folder": o.tiny_vae.name,
+                "weights_sha256": {p.name: sha256_file(p) for p in sorted(o.tiny_vae.glob("*.safetensors"))}}}),
             "spatial_multiple": multiple,
             "pad_token": ckpt.tokenizer.pad_token,
             "image_preprocess": {"size": dims.image_size, "resample": "bicubic", "mean": CLIP_MEAN, "std": CLIP_STD},
@@ -181,6 +202,29 @@ def _export_into(o: ExportOptions, tmp: Path, console: Console) -> None:
     manifest["files"] = hash_tree(tmp)
     write_json_atomic(tmp / MANIFEST, manifest)
     console.print(f"[green]exported[/] {len(graphs)} graphs in {time.perf_counter() - started:.1f} s -> {o.out}")
+
+
+def optimize_dims(spec, o: ExportOptions, multiple: int) -> dict[str, int]:
+    """Concrete sizes the optimizer's shape inference works at: the export size, made non-square and batch 2 so
+    no two dynamic sizes coincide (a reshape that only looks useless at one shape is not removed)."""
+    width = o.width + multiple if o.width == o.height else o.width
+    sizes = {"batch": 2, "height": o.height, "width": width}
+    sizes.update(latent_height=o.height // VAE_DOWNSAMPLE, latent_width=width // VAE_DOWNSAMPLE)
+    return {d: sizes[d] for d in spec.dynamic}
+
+
+def graph_precisions(o: ExportOptions, specs: dict, vaes: dict) -> dict[str, str]:
+    """Per graph: --precision, except the VAE graphs under fp16 with --vae-precision auto, which stay fp32 where the
+    VAE's own config says `force_upcast` (diffusers' flag for VAEs whose activations overflow fp16: SD-1.x/2.x's
+    AutoencoderKL; TAESD's is False)."""
+    out = {}
+    for name in specs:
+        vae = vaes.get(name)
+        if o.precision == "fp16" and vae is not None and o.vae_precision != "fp16":
+            out[name] = "fp32" if o.vae_precision == "fp32" or vae.config.get("force_upcast", False) else "fp16"
+        else:
+            out[name] = o.precision
+    return out
 
 
 def _tool_versions() -> dict:

@@ -1,12 +1,18 @@
-"""Measure the recogniser on this CPU: RTF, end-of-speech -> final latency, partial interval (real-time replay).
+"""Live recogniser at microphone timing: end of speech -> final (p50/p95 over sentences), partial interval, WER.
 
-    .venv/bin/python perf/asr.py --asr /tmp/asr_default --out perf/results/asr_default.json
+    .venv/bin/python perf/asr.py --asr /tmp/asr_default --out perf/results/asr_live.json
+    .venv/bin/python perf/asr.py --asr /tmp/asr_default --vad-min-silence 0.5 --out ...   # an endpoint setting
 
-Settings: espeak-ng speech (about 5 s) followed by 1.5 s of silence, replayed in real time through
-RecognizerWorker in 100 ms chunks. Warm-up: one full decode before measuring. Latency = wall time of the Final
-minus the wall time at which the last speech sample was pushed (the end of speech is read off the waveform: the
-last 10 ms above -40 dBFS, independent of the recogniser). Partial interval = wall time between partials whose
-text changed; CPU s = process CPU time, which the other jobs on a shared machine inflate far less than wall time.
+Each of --sentences held-out sentences (perf/asr_sentences.txt, condition us150 of perf/asr_eval.py: espeak-ng
+en-us at 150 wpm, 0.5 s of silence before, 1.0 s after, plus 0.5 s more here) is replayed through
+`RecognizerWorker` as a microphone delivers it: --chunk-seconds chunks (default: the sources' 32 ms), each
+pushed once its *last* sample has been spoken (edge_cer.speech.audio.paced). Latency = wall time of the utterance's last Final minus the wall time
+its last speech sample was spoken (read off the waveform: the last sample above 0.01, independent of the
+recogniser). Partial interval = wall time between successive partials. Warm-up: one sentence, not counted.
+`same_as_file`: sentences whose live final text equals `transcribe_file`'s on the same audio (determinism).
+Load-independent figures beside the wall times: `audio_delay_s`, the end of speech -> the end of the chunk that
+carried the endpoint (Final.t_final rounded up to a chunk; the latency on an idle CPU if the final's decode,
+started at the pause, is done by then), and `cpu_s`, the process CPU time per sentence (all decodes).
 """
 
 from __future__ import annotations
@@ -14,74 +20,92 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edge_cer.speech.audio import read_audio
+from edge_cer.speech.audio import CHUNK_SECONDS, array_source, paced, read_audio
 from edge_cer.speech.recognizer import Final, Partial, RecognizerConfig, RecognizerWorker, create_recognizer
+from edge_cer.speech.transcribe import transcribe_file
 from edge_cer.speech.wer import word_error_rate
 
-TEXT = "I can see that the person in the picture is getting help, and things will get better soon."
+sys.path.insert(0, str(Path(__file__).parent))
+from asr_eval import SENTENCES, synthesise  # noqa: E402  (perf/ is scripts, not a package)
+
+EXTRA_TRAIL = 0.5  # s of silence after the condition's 1.0 s: room for the slowest final
+
+
+def replay(recognizer, audio: np.ndarray, chunk_seconds: float) -> tuple[float, list]:
+    """Push `audio` at microphone timing; (wall time of its first sample, the events)."""
+    events = []
+    worker = RecognizerWorker(recognizer, on_event=events.append)
+    start = time.monotonic()
+    for chunk in paced(array_source(audio, 16000, chunk_seconds=chunk_seconds), start):
+        worker.push(chunk)
+    worker.close()
+    return start, events
+
+
+def _percentiles(values: list[float]) -> dict:
+    return {"p50": round(float(np.median(values)), 3), "p95": round(float(np.percentile(values, 95)), 3)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--asr", type=Path, required=True)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sentences", type=int, default=20)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--tail-paddings", type=int, default=RecognizerConfig.whisper_tail_paddings,
-                        help="Whisper tail paddings in 10 ms frames (sherpa's own default: 1000)")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/edge_cer_asr_eval"))
+    parser.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS, help="microphone block")
+    parser.add_argument("--vad-min-silence", type=float, default=RecognizerConfig.vad_min_silence)
     parser.add_argument("--threads", type=int, default=RecognizerConfig.num_threads)
-    parser.add_argument("--partial-interval", type=float, default=RecognizerConfig.partial_interval,
-                        help="vad mode: seconds of new speech between partial re-decodes")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", f"{tmp}/s.wav", TEXT], check=True)
-        speech = read_audio(f"{tmp}/s.wav")
-    audio = np.concatenate([speech, np.zeros(int(1.5 * 16000), np.float32)])
-    loud = np.flatnonzero(np.abs(speech[: len(speech) // 160 * 160]).reshape(-1, 160).max(axis=1) > 0.01)
-    speech_end = (loud[-1] + 1) * 160 / 16000
-    config = RecognizerConfig(num_threads=args.threads, whisper_tail_paddings=args.tail_paddings,
-                              partial_interval=args.partial_interval)
+    config = RecognizerConfig(num_threads=args.threads, vad_min_silence=args.vad_min_silence)
     recognizer = create_recognizer(args.asr, config)
-    offline = getattr(recognizer, "offline", None)
-    # 1. RTF of one offline decode of the whole utterance (burn-in first).
-    offline.transcribe(speech)
-    start, cpu = time.perf_counter(), time.process_time()
-    offline.transcribe(speech)
-    rtf = (time.perf_counter() - start) / (len(speech) / 16000)
-    rtf_cpu = (time.process_time() - cpu) / (len(speech) / 16000)
-    # 2. Real-time replay.
-    latencies, intervals, wers = [], [], []
-    for _ in range(args.runs):
-        events = []
-        worker = RecognizerWorker(recognizer, on_event=events.append)
-        t0 = time.monotonic()
-        for i in range(0, len(audio), 1600):
-            time.sleep(max(0.0, t0 + i / 16000 - time.monotonic()))
-            worker.push(audio[i:i + 1600])
-        worker.close()
+    texts = SENTENCES.read_text(encoding="utf-8").splitlines()[:args.sentences + 1]
+    latencies, intervals, rows, loads = [], [], [], []
+    for i, text in enumerate(texts):
+        path = synthesise("us150", i, text, args.cache)
+        audio = read_audio(path)
+        audio = np.concatenate([audio, np.zeros(int(EXTRA_TRAIL * 16000), np.float32)])
+        speech_end = (np.flatnonzero(np.abs(audio) > 0.01)[-1] + 1) / 16000
+        cpu = time.process_time()
+        start, events = replay(recognizer, audio, args.chunk_seconds)
+        cpu = time.process_time() - cpu
+        if i == 0:
+            continue  # warm-up
         finals = [e for e in events if isinstance(e, Final)]
-        latencies.append(finals[-1].wall - (t0 + speech_end))
-        intervals += list(np.diff([e.wall for e in events if isinstance(e, Partial)]))
-        wers.append(word_error_rate(TEXT, " ".join(f.text for f in finals)))
-    result = {"asr": str(args.asr), "mode": recognizer.mode, "utterance_s": round(speech_end, 2),
-              "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-              "load_1min": round(os.getloadavg()[0], 2), "num_threads": recognizer.config.num_threads,
-              "whisper_tail_paddings": config.whisper_tail_paddings, "partial_interval": config.partial_interval,
-              "rtf_offline_decode": round(rtf, 3), "rtf_offline_decode_cpu": round(rtf_cpu, 3),
-              "final_latency_s": {"p50": round(float(np.median(latencies)), 3), "max": round(max(latencies), 3)},
-              "partial_interval_s": {"p50": round(float(np.median(intervals)), 3),
-                                     "p95": round(float(np.percentile(intervals, 95)), 3)} if intervals else None,
-              "wer": wers, "runs": args.runs}
-    print(json.dumps(result, indent=2))
+        latency = finals[-1].wall - (start + speech_end) if finals else None
+        partial_walls = [e.wall for e in events if isinstance(e, Partial)]
+        intervals += list(np.diff(partial_walls))
+        hypothesis = " ".join(f.text for f in finals)
+        loads.append(os.getloadavg()[0])
+        chunk = args.chunk_seconds
+        delay = np.ceil(finals[-1].t_final / chunk - 1e-9) * chunk - speech_end if finals else None
+        rows.append({"index": i, "latency_s": latency, "audio_delay_s": delay, "cpu_s": cpu, "finals": len(finals),
+                     "text": hypothesis,
+                     "wer": word_error_rate(text, hypothesis),
+                     "same_as_file": hypothesis == transcribe_file(recognizer, path).text})
+        if latency is not None:
+            latencies.append(latency)
+        print(json.dumps(rows[-1]), flush=True)
+    result = {
+        "asr": str(args.asr), "mode": recognizer.mode, "sentences": len(rows), "chunk_seconds": args.chunk_seconds,
+        "vad_min_silence": args.vad_min_silence, "num_threads": args.threads, "cpus": os.cpu_count(),
+        "load_1min": {"min": round(min(loads), 2), "max": round(max(loads), 2)},
+        "final_latency_s": {**_percentiles(latencies), "max": round(max(latencies), 3),
+                            "within_0.5": int(sum(x <= 0.5 for x in latencies))},
+        "audio_delay_s": _percentiles([r["audio_delay_s"] for r in rows if r["audio_delay_s"] is not None]),
+        "cpu_s_per_sentence": _percentiles([r["cpu_s"] for r in rows]),
+        "partial_interval_s": _percentiles(intervals) if intervals else None,
+        "wer_mean": round(float(np.mean([r["wer"] for r in rows])), 4),
+        "same_as_file": sum(r["same_as_file"] for r in rows), "rows": rows}
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

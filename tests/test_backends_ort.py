@@ -43,12 +43,12 @@ def manifest(tmp_path) -> ExportManifest:
 
 
 def test_provider_chains(manifest):
-    assert provider_chain("cpu", manifest) == ["CPUExecutionProvider"]
-    cuda = provider_chain("cuda", manifest)
+    assert provider_chain("cpu", manifest.root) == ["CPUExecutionProvider"]
+    cuda = provider_chain("cuda", manifest.root)
     assert [p[0] if isinstance(p, tuple) else p for p in cuda] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert "enable_cuda_graph" not in cuda[0][1]
-    assert provider_chain("cuda", manifest, cuda_graph=True)[0][1]["enable_cuda_graph"] is True
-    trt = provider_chain("tensorrt", manifest, cuda_graph=True)
+    assert provider_chain("cuda", manifest.root, cuda_graph=True)[0][1]["enable_cuda_graph"] is True
+    trt = provider_chain("tensorrt", manifest.root, cuda_graph=True)
     assert [p[0] if isinstance(p, tuple) else p for p in trt] == [
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert trt[0][1]["trt_fp16_enable"] and trt[0][1]["trt_cuda_graph_enable"]
@@ -63,13 +63,13 @@ def test_io_binding_on_cpu_matches_a_plain_run(manifest):
     first = bound.infer("unet", unet_feeds(seed=0))["out_sample"]
     np.testing.assert_allclose(first, plain.infer("unet", unet_feeds(seed=0))["out_sample"], rtol=0, atol=0)
     np.testing.assert_allclose(first, unet_feeds(seed=0)["sample"] * 0.5 + 3.0, rtol=1e-6)
-    binding = bound.bound["unet"].binding
+    binding = bound.bound["unet", ()].binding
     second = bound.infer("unet", unet_feeds(seed=1))["out_sample"]
-    assert bound.bound["unet"].binding is binding  # same shapes: the buffers are reused, refilled in place
+    assert bound.bound["unet", ()].binding is binding  # same shapes: the buffers are reused, refilled in place
     np.testing.assert_allclose(first, unet_feeds(seed=0)["sample"] * 0.5 + 3.0, rtol=1e-6)  # not overwritten
     np.testing.assert_allclose(second, unet_feeds(seed=1)["sample"] * 0.5 + 3.0, rtol=1e-6)
     third = bound.infer("unet", unet_feeds(batch=1, lh=4, lw=10))["out_sample"]  # new shapes: bound again
-    assert third.shape == (1, 4, 4, 10) and bound.bound["unet"].shapes["out_sample"] == (1, 4, 4, 10)
+    assert third.shape == (1, 4, 4, 10) and bound.bound["unet", ()].shapes["out_sample"] == (1, 4, 4, 10)
     feeds = unet_feeds(batch=1, lh=4, lw=10)
     feeds["sample"] = feeds["sample"].astype(np.float64)
     with pytest.raises(ValueError, match="'sample': float64, expected float32"):
@@ -91,7 +91,7 @@ class PatchedSession:
     reports: list | None = None
     fail_with: Exception | None = None
 
-    def __init__(self, path, opts, providers):
+    def __init__(self, path, opts, providers=None):
         PatchedSession.opened.append((path, providers))
         if self.fail_with is not None:
             raise self.fail_with
@@ -123,36 +123,37 @@ def test_silent_cpu_fallback_is_refused(gpu_ort, manifest, monkeypatch):
     monkeypatch.setattr(gpu_ort, "reports", ["CPUExecutionProvider"])
     with pytest.raises(EdgeCerError, match=r"model.onnx: onnxruntime fell back to \['CPUExecutionProvider'\] "
                                            r"instead of TensorrtExecutionProvider; .*edge-cer doctor"):
-        OrtBackend(manifest, "tensorrt").load()
+        OrtBackend(manifest, "tensorrt", fixed_shapes=False).load()
 
 
 def test_cuda_graphs_only_for_the_named_graphs(gpu_ort, manifest):
-    OrtBackend(manifest, "cuda").load()
+    OrtBackend(manifest, "cuda", fixed_shapes=False, cuda_graphs=("unet",)).load()
     options = {path.split("/")[-2]: providers[0][1] for path, providers in gpu_ort.opened}
     assert options["unet"].get("enable_cuda_graph") is True and "enable_cuda_graph" not in options["text_encoder"]
     gpu_ort.opened.clear()
-    OrtBackend(manifest, "cuda", cuda_graphs=()).load()
+    OrtBackend(manifest, "cuda", fixed_shapes=False, cuda_graphs=()).load()
     assert not any("enable_cuda_graph" in providers[0][1] for _, providers in gpu_ort.opened)
     with pytest.raises(EdgeCerError, match="cuda_graphs need io_binding"):
         OrtBackend(manifest, "cuda", io_binding=False)
 
 
 def test_captured_cuda_graph_refuses_a_new_shape(gpu_ort, manifest):
-    backend = OrtBackend(manifest, "cuda", graphs=("unet",))
+    backend = OrtBackend(manifest, "cuda", graphs=("unet",), fixed_shapes=False)
     backend.load()
     backend.device = "cpu"  # this logic test binds host OrtValues: there is no CUDA device here
     backend.infer("unet", unet_feeds(seed=0))
     out = backend.infer("unet", unet_feeds(seed=1))["out_sample"]
     np.testing.assert_allclose(out, unet_feeds(seed=1)["sample"] * 0.5 + 3.0, rtol=1e-6)
-    with pytest.raises(EdgeCerError, match=r"unet/model.onnx: its CUDA graph was captured for .* cuda_graphs=\(\)"):
+    with pytest.raises(EdgeCerError, match=r"unet/model.onnx: its CUDA graph was captured for .* --no-cuda-graphs"):
         backend.infer("unet", unet_feeds(batch=1))
 
 
 def test_session_that_cannot_take_a_cuda_graph_names_the_fix(gpu_ort, manifest, monkeypatch):
     monkeypatch.setattr(gpu_ort, "fail_with", RuntimeError("CUDA graph is not supported: 2 nodes on CPU\nmore"))
-    with pytest.raises(EdgeCerError, match=r"could not open it with CUDAExecutionProvider \(CUDA graphs need every "
-                                           r"node on the GPU: pass cuda_graphs=\(\)\): CUDA graph is not supported"):
-        OrtBackend(manifest, "cuda", graphs=("unet",)).load()
+    with pytest.raises(EdgeCerError, match=r"could not open it with CUDAExecutionProvider: CUDA graph is not "
+                                           r"supported: 2 nodes on CPU \| more; CUDA graphs need every node on the "
+                                           r"GPU: pass --no-cuda-graphs$"):
+        OrtBackend(manifest, "cuda", graphs=("unet",), fixed_shapes=False, cuda_graphs=True).load()
 
 
 def test_io_binding_matches_plain_runs_on_every_exported_graph(tiny_export):

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 from onnx import TensorProto, helper
 
@@ -38,8 +39,9 @@ def test_bench_tiny_engines(tiny_export, tmp_path):
     assert ours["peak_rss_mib"] > 0 and ours["load_seconds"]["load_sessions"] > 0
     assert result["unet"]["batch"] == 2 and result["unet"]["flops"]["nodes_without_shapes"] == []
     assert result["unet"]["gflop_per_step"] > 0 and result["sgemm_peak"]["gflops"] > 0
-    assert result["engine"]["manifest_sha256"] and result["machine"]["versions"]["onnxruntime"]
-    assert result["gpu"] == "not measured"
+    assert result["engine"]["manifest_sha256"] and result["machine"]["onnxruntime"]["version"] == onnxruntime.__version__
+    assert result["gpu_matmul_peaks"] == {} and "gpu" not in result["machine"]
+    assert result["backends"]["onnxruntime-cpu"]["backend"]["fixed_shapes"] is False
     assert "| UNet step | 4 |" in (out / "result.md").read_text()
     assert (out / "result.png").read_bytes()[:4] == b"\x89PNG"
     events = json.loads(trace_path.read_text())["traceEvents"]
@@ -128,3 +130,25 @@ def test_stats():
     assert summarize([])["n"] == 0
     r = ratio_summary([2.0, 0.5, 1.0])
     assert r["geomean"] == pytest.approx(1.0) and r["min"] == 0.5 and r["n"] == 3
+
+
+def test_matmul_peak_runs_an_fp16_graph_on_the_provider():
+    """The GPU peak's code path (fp16 MatMul graph, IO binding, best of runs), here on the CPU provider."""
+    from edge_cer.bench.machine import matmul_peak
+
+    peak = matmul_peak("cpu", n=128, seconds=0.05)
+    assert peak["provider"] == "CPUExecutionProvider" and peak["dtype"] == "float16" and peak["runs"] >= 3
+    assert peak["gflops"] == pytest.approx(2 * 128**3 / peak["best_ms"] / 1e6)
+
+
+def test_gpu_backends_are_measured_against_their_own_peak():
+    from edge_cer.bench.report import achieved
+
+    step = {"n": 3, "p50_ms": 10.0, "min_ms": 8.0}
+    backends = {n: {"stages": {"unet_step": step}} for n in ("onnxruntime-cpu", "onnxruntime-cuda",
+                                                              "diffusers-torch-cuda")}
+    got = achieved(backends, 100.0, peak_gflops=500.0, gpu_peaks={"onnxruntime-cuda": {"gflops": 400_000.0}})
+    assert got["onnxruntime-cpu"]["percent_of_peak"] == pytest.approx(100 * 10_000 / 500)
+    assert got["onnxruntime-cuda"]["percent_of_peak"] == pytest.approx(100 * 10_000 / 400_000)
+    assert got["diffusers-torch-cuda"]["peak_gflops"] == 400_000.0
+    assert "onnxruntime-cuda" not in achieved(backends, 100.0, 500.0, {"onnxruntime-cuda": {"error": "no GPU"}})

@@ -64,13 +64,16 @@ def test_a_provider_that_falls_back_to_cpu_is_reported_as_not_initialising(monke
 
 def test_gpu_probes_read_nvidia_smi_and_cuda_python(monkeypatch, tmp_path):
     smi = tmp_path / "nvidia-smi"
-    smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 550.54.15, 81559 MiB, 9.0'\n")
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 550.54.15, 81559 MiB, 9.0, 345 MHz, 1980 MHz, "
+                   "1593 MHz, 2619 MHz, 700.00 W'\n")
     smi.chmod(0o755)
     monkeypatch.setattr(doctor.shutil, "which", lambda name: str(smi))
     install_cudart(monkeypatch, name=b"NVIDIA H100 80GB HBM3", cc=(9, 0))
     gpu = doctor.probe_gpu()
     assert gpu["nvidia_smi"] == [{"name": "NVIDIA H100 80GB HBM3", "driver": "550.54.15", "memory": "81559 MiB",
-                                  "compute_capability": "9.0"}]
+                                  "compute_capability": "9.0", "sm_clock": "345 MHz", "max_sm_clock": "1980 MHz",
+                                  "memory_clock": "1593 MHz", "max_memory_clock": "2619 MHz",
+                                  "power_limit": "700.00 W"}]
     assert gpu["cuda_python"]["name"] == "NVIDIA H100 80GB HBM3" and gpu["cuda_python"]["runtime"] == "12.4"
     assert doctor.gpu_compute_capability(gpu) == "9.0"
 
@@ -118,6 +121,46 @@ def test_doctor_never_imports_torch():
             "print([m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_probe_fails_in_its_own_row(monkeypatch, capsys):
+    """A missing optional module or a library's multi-line error blob is one row, and the doctor goes on."""
+    blob = ("[ONNXRuntimeError] : 1 : FAIL : TensorRT EP failed to create engine\n\n  libnvinfer.so.10: cannot open "
+            "shared object file\n  see https://onnxruntime.ai/docs")
+
+    def no_terminal_module():
+        raise ModuleNotFoundError("No module named 'textual_image'")
+
+    def blob_gpu():
+        raise RuntimeError(blob)
+
+    monkeypatch.setattr(doctor, "terminal_graphics", no_terminal_module)
+    monkeypatch.setattr(doctor, "probe_gpu", blob_gpu)
+    report = doctor.collect()
+    assert report["terminal_graphics"] == {"error": "ModuleNotFoundError: No module named 'textual_image'"}
+    assert report["gpu"] == {"error": "RuntimeError: [ONNXRuntimeError] : 1 : FAIL : TensorRT EP failed to create "
+                                      "engine | libnvinfer.so.10: cannot open shared object file | see "
+                                      "https://onnxruntime.ai/docs"}
+    assert report["onnxruntime"]["providers"]["CPUExecutionProvider"]["initialises"]
+    monkeypatch.setenv("COLUMNS", "400")
+    doctor.render(report)
+    out = capsys.readouterr().out
+    assert "No module named 'textual_image'" in out and "libnvinfer.so.10" in out
+
+
+def test_tensorrt_rtx_rows(monkeypatch, tmp_path):
+    report = doctor.probe_tensorrt_rtx()
+    assert report == {"installed": False, "detail": "pip install 'edge-cer[rtx]' (RTX 30xx-50xx cards)"}
+    root = write_export(tmp_path / "e")
+    m = machine()
+    m["tensorrt_rtx"] = {"installed": True, "devices": 1}
+    m["gpu"]["nvidia_smi"] = [{"name": "NVIDIA H200", "compute_capability": "9.0"}]
+    assert doctor.engine_needs(root, m)["runs_on"]["tensorrt-rtx"] == {
+        "ok": False, "why_not": "compute capability 9.0: TensorRT for RTX supports 8.6, 8.9 and 12.0+ (RTX 30xx-50xx)"}
+    m["gpu"]["nvidia_smi"] = [{"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"}]
+    assert doctor.engine_needs(root, m)["runs_on"]["tensorrt-rtx"] == {"ok": True, "why_not": ""}
+    m["tensorrt_rtx"] = {"installed": True, "error": "could not load the EP library"}
+    assert not doctor.engine_needs(root, m)["runs_on"]["tensorrt-rtx"]["ok"]
 
 
 def test_verdict_names_each_broken_folder_in_one_line(tmp_path):

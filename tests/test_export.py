@@ -96,9 +96,17 @@ def test_external_data_and_fp16_paths(tiny_model, tmp_path, stimulus_png):
     assert picture.shape == (64, 64, 3)
 
     half = export_sd(ExportOptions(model=model, ip_adapter=adapters["plus"], out=tmp_path / "fp16", height=64,
-                                   width=64, precision="fp16"))
+                                   width=64, precision="fp16", tiny_vae=model.parent / "tiny-sd15-taesd"))
     mh = load_manifest(half)
-    assert all(g["precision"] == "fp16" and g["validation"]["max_rel_diff"] <= 3e-2 for g in mh.data["graphs"].values())
+    # SD's AutoencoderKL config says force_upcast (its activations overflow fp16): both its graphs stay fp32;
+    # TAESD's does not: its decoder runs fp16.
+    assert {n: g["precision"] for n, g in mh.data["graphs"].items()} == {
+        "text_encoder": "fp16", "image_encoder": "fp16", "image_proj": "fp16", "unet": "fp16",
+        "vae_encoder": "fp32", "vae_decoder": "fp32", "vae_decoder_tiny": "fp16"}
+    assert all(g["validation"]["max_rel_diff"] <= 3e-2 for g in mh.data["graphs"].values())
+    for vae in ("full", "tiny"):  # ONNX Runtime's CPU provider runs these fp16 graphs too
+        picture = SDPipeline.from_export(half, vae=vae)(load_image(stimulus_png), "calm", steps=3).image
+        assert picture.shape == (64, 64, 3) and np.isfinite(picture).all()
     assert (half / "unet" / "model.onnx").stat().st_size < (out / "unet" / "model.onnx.data").stat().st_size * 0.75
 
 

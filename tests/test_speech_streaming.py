@@ -13,17 +13,31 @@ from edge_cer.speech.recognizer import Final, Partial, RecognizerWorker, create_
 SR = 16000
 
 
+FAMILIES = ["transducer", "zipformer2", "zipformer2_ctc", "nemo_ctc"]  # export.asr.test_models.TEST_MODELS
+
+
+def export_asr(*argv: str) -> int:
+    """`edge-cer export asr ARGV...` in this process."""
+    import argparse
+
+    from export.asr import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return cli.run(parser.parse_args(list(argv)))
+
+
 @pytest.fixture(scope="session")
 def streaming_dirs(tmp_path_factory):
-    """One ASR folder per streaming family, built once per session."""
+    """One ASR folder per streaming family (`export asr --test-model NAME`), built once per session."""
     pytest.importorskip("torch")
-    from export.asr.test_models import build_nemo_ctc, build_transducer
+    from export.asr.test_models import TEST_MODELS
 
+    assert sorted(TEST_MODELS) == sorted(FAMILIES)
     dirs = {}
-    for name, build in (("transducer", build_transducer), ("nemo_ctc", build_nemo_ctc)):
-        root = tmp_path_factory.mktemp(name)
-        write_manifest(root, {"streaming": build(root / "streaming")}, {"kind": "test-model"})
-        dirs[name] = root
+    for name in FAMILIES:
+        dirs[name] = tmp_path_factory.mktemp(name) / "asr"
+        assert export_asr("--test-model", name, "--out", str(dirs[name])) == 0
     return dirs
 
 
@@ -35,7 +49,7 @@ def speech_like(seconds_pattern, seed=0):
     return np.concatenate(parts).astype(np.float32)
 
 
-@pytest.mark.parametrize("family", ["transducer", "nemo_ctc"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_two_utterances_give_two_finals_at_their_endpoints(streaming_dirs, family):
     recognizer = create_recognizer(streaming_dirs[family])
     stream = recognizer.create_stream()
@@ -53,7 +67,7 @@ def test_two_utterances_give_two_finals_at_their_endpoints(streaming_dirs, famil
     assert [p.t for p in partials] == sorted(p.t for p in partials)
 
 
-@pytest.mark.parametrize("family", ["transducer", "nemo_ctc"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_silence_and_empty_audio_give_empty_transcripts(streaming_dirs, family):
     recognizer = create_recognizer(streaming_dirs[family])
     for audio in (np.zeros(3 * SR, np.float32), np.zeros(0, np.float32)):

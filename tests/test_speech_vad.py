@@ -158,3 +158,74 @@ def test_speculation_is_dropped_when_speech_goes_on(vad_dir, tmp_path):
     assert finals[0].text == covering[-1]
     dropped = [t for t, seconds, _, at_pause in calls if at_pause and seconds < finals[0].t_endpoint - 0.3 - 0.25]
     assert dropped and 0.3 + 1.0 < dropped[0] < finals[0].t_endpoint  # the speculation at the short pause
+
+
+def test_same_audio_gives_the_same_finals_from_a_file_live_and_with_partials(vad_dir, tmp_path):
+    """Finals depend on the audio only: not on partials, chunking, coalescing in the worker, or real time.
+
+    Whisper is replaced by a digest of exactly what it is given (samples and draft), so any difference in the
+    audio a final reads, or a draft reaching a final (an int8 decoder can then pick another near-tie), shows."""
+    import hashlib
+
+    import soundfile as sf
+
+    from edge_cer.speech.audio import array_source, paced
+    from edge_cer.speech.recognizer import RecognizerWorker
+    from edge_cer.speech.transcribe import transcribe_file
+    from edge_cer.speech.whisper import Transcription
+
+    audio = espeak(tmp_path, 0.4, "The storm has passed", 0.25, "and the family is safe now", 1.0,
+                   "Nobody was hurt", 0.8)
+    sf.write(tmp_path / "speech.wav", audio, SR)
+    audio = read_audio(tmp_path / "speech.wav")  # the file's 16-bit samples, for the live runs too
+    recognizer = create_recognizer(vad_dir)
+
+    def digest(samples, draft=()):
+        text = hashlib.sha1(np.asarray(samples, np.float32).tobytes() + repr(tuple(draft)).encode()).hexdigest()
+        return Transcription(text[:12], (len(samples),))
+
+    recognizer.offline.transcribe = digest
+
+    def finals(events):
+        return [e.text for e in events if isinstance(e, Final)]
+
+    def worker(chunks):
+        events = []
+        live = RecognizerWorker(recognizer, on_event=events.append)
+        for chunk in chunks:
+            live.push(chunk)
+        live.close()
+        return finals(events), sum(isinstance(e, Partial) for e in events)
+
+    rng = np.random.default_rng(0)
+    cuts = np.cumsum(rng.integers(160, 4000, size=len(audio) // 160))
+    bursts, bursts_partials = worker(np.split(audio, cuts[cuts < len(audio)]))
+    timed, timed_partials = worker(paced(array_source(audio, SR)))
+    runs = {
+        "file": [f.text for f in transcribe_file(recognizer, tmp_path / "speech.wav").finals],
+        "file, partials": [f.text for f in transcribe_file(recognizer, tmp_path / "speech.wav", partials=True).finals],
+        "100 ms chunks, partials": finals(e for e, _ in decode_live(recognizer, recognizer.create_stream(), audio, [])),
+        "worker, uneven bursts": bursts,
+        "worker, microphone timing": timed,
+    }
+    assert len(runs["file"]) == 2 and timed_partials >= 5  # two utterances; live, partials were decoded
+    assert all(texts == runs["file"] for texts in runs.values()), runs
+
+
+def test_speech_from_the_first_sample_is_decoded_whole_after_silence(vad_dir, tmp_path):
+    """Speech at sample 0 (a recording started mid-word) reaches Whisper whole, after the pre-roll's worth of
+    silence: Whisper drops a first word it hears at its own sample 0 (perf/asr.md, condition us150_at0)."""
+    from edge_cer.speech.recognizer import VAD_PRE_ROLL
+
+    speech = espeak(tmp_path, "The storm has passed")
+    recognizer = create_recognizer(vad_dir)
+    given, transcribe = [], recognizer.offline.transcribe
+    recognizer.offline.transcribe = lambda samples, draft=(): given.append(samples) or transcribe(samples, draft)
+    stream = recognizer.create_stream()
+    stream.accept_waveform(SR, np.concatenate([speech, np.zeros(SR, np.float32)]))
+    finals = [e for e in recognizer.decode(stream, partials=False) + recognizer.finish(stream) if isinstance(e, Final)]
+    assert len(finals) == 1 and len(given) == 1
+    audio = given[0]
+    lead = len(audio) - len(np.trim_zeros(audio, "f"))
+    assert 0.3 * SR <= lead <= VAD_PRE_ROLL  # silence first (the VAD's start is a little into the speech)
+    assert np.array_equal(audio[lead:lead + len(speech) - SR // 10], speech[:len(speech) - SR // 10])  # then all of it

@@ -57,7 +57,7 @@ def check_trials(trials, data_dir: Path, engines: Path, stimuli, tmp_path: Path)
         out = tmp_path / f"regenerated-{t['trial']}.png"
         args = ["generate", "--engines", str(engines), "--image", str(paths[t["stimulus_id"]]), "--prompt", t["prompt"],
                 "--seed", str(t["seed"]), "--steps", str(t["steps"]), "--strength", str(t["strength"]),
-                "--ip-scale", str(t["ip_scale"]), "--guidance", str(t["guidance"]), "--out", str(out)]
+                "--ip-scale", str(t["ip_scale"]), "--guidance", str(t["guidance"]), "--vae", t["vae"], "--out", str(out)]
         args += ["--negative-prompt", t["negative_prompt"]] if t["negative_prompt"] else []
         args += ["--scheduler", t["scheduler"]] if t["scheduler"] else []
         assert main(args) == 0

@@ -24,7 +24,7 @@ TRIAL_COLUMNS: tuple[str, ...] = TIDY_COLUMNS
 # Everything else is read as a number; identifiers stay strings so "007" is not participant 7.
 TEXT_COLUMNS = ("participant", "session", "strategy", "feedback", "stimulus_id", "transcript", "picture_file",
                 "picture_sha256", "engine_manifest_sha256", "status", "transcript_source", "feedback_source",
-                "no_picture_reason", "prompt", "negative_prompt", "scheduler", "engine", "provider",
+                "no_picture_reason", "prompt", "negative_prompt", "scheduler", "vae", "engine", "provider",
                 "safety_reason")  # fmt: skip
 # Added with session schema 3 (what was shown, provenance, feedback timing): missing in older files, read as empty.
 RECORD_COLUMNS = TRIAL_COLUMNS[TRIAL_COLUMNS.index("picture_shown"):]

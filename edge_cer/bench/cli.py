@@ -21,20 +21,21 @@ import numpy as np
 
 from edge_cer.errors import EdgeCerError
 
-BACKENDS = ("cpu", "cuda", "tensorrt", "trt-native")
 # Stages compared pair by pair with diffusers (same work on both sides; diffusers never caches the picture).
 COMPARED = ("unet_step", "text_encode", "image_encode", "vae_encode", "vae_decode", "total_cold")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from edge_cer.backends import PROVIDER_HELP, PROVIDERS, add_provider_arguments
     from edge_cer.bench.runs import Settings
     from edge_cer.schedulers import SCHEDULERS
 
     d = Settings()
     p.add_argument("--engines", type=Path, help="export folder (edge-cer export sd)")
     p.add_argument("--out", type=Path, required=True, help="results folder, e.g. perf/results/NAME")
-    p.add_argument("--backend", "--provider", dest="backend", action="append", choices=BACKENDS,
-                   help="repeat for several (default: cpu); cuda/tensorrt need onnxruntime-gpu and a GPU")
+    p.add_argument("--backend", "--provider", dest="backend", action="append", choices=PROVIDERS,
+                   help=f"repeat for several (default: cpu); {PROVIDER_HELP}")
+    add_provider_arguments(p, provider=False)
     p.add_argument("--vs-torch", action="store_true",
                    help="also run diffusers + torch on the export's source checkpoint, interleaved with ours")
     p.add_argument("--steps", type=int, default=d.steps, help="scheduler steps (img2img runs steps x strength)")
@@ -117,7 +118,10 @@ def run(args) -> int:
     s = Settings(prompt=args.prompt, scheduler=args.scheduler, steps=args.steps, strength=args.strength,
                  guidance=args.guidance, ip_scale=args.ip_scale, height=args.height or shape["height"],
                  width=args.width or shape["width"])
+    from edge_cer.backends import backend_options
+
     options = {"threads": args.threads} if args.threads else {}
+    options.update(backend_options(args))
     # Every backend loads before any measurement: a missing GPU provider fails here, in one line.
     runners = [EngineRunner(manifest, provider, **options) for provider in args.backend or ["cpu"]]
     info = machine.machine_info(with_reference=args.vs_torch)
@@ -125,6 +129,9 @@ def run(args) -> int:
                   f"load average {info['loadavg_at_start'][0]:.2f}")
     peak_before = machine.sgemm_peak()
     console.print(f"sgemm peak {peak_before['gflops']:.1f} GFLOP/s")
+    gpu_peaks = gpu_matmul_peaks(runners, console)
+    if gpu_peaks:
+        info["gpu"] = machine.gpu_info_or_error()
 
     trace, backends, ratios = Trace(), {}, {}
     reference = None
@@ -157,7 +164,7 @@ def run(args) -> int:
                         ratios.setdefault(stage, []).append(float(np.median(ref[stage]) / np.median(got[stage])))
                 console.print(f"{reference.name}: run {i + 1}/{args.runs}: {1000 * ref['total_cold'][0]:.0f} ms, "
                               f"UNet step x{ratios['unet_step'][-1]:.2f} vs ours")
-        backends[runner.name] = {"load_seconds": runner.load_seconds, "peak_rss_mib": rss,
+        backends[runner.name] = {"load_seconds": runner.load_seconds, "peak_rss_mib": rss, "backend": runner.describe(),
                                  "stages": {k: summarize(v) for k, v in ours.items()}, "raw": ours}
         runner.unload()
         if reference is not None:
@@ -186,10 +193,10 @@ def run(args) -> int:
         "sgemm_peak": peak, "sgemm_peak_runs": [peak_before["gflops"], peak_after["gflops"]],
         "unet": {"batch": batch, "shapes": {k: list(v) for k, v in unet_shapes.items()},
                  "gflop_per_step": flops.total / 1e9, "flops": flops.to_dict(),
-                 "achieved": report.achieved(backends, flops.total / 1e9, peak["gflops"])},
+                 "achieved": report.achieved(backends, flops.total / 1e9, peak["gflops"], gpu_peaks)},
         "backends": backends,
         "vs_torch": {k: ratio_summary(v) for k, v in ratios.items()},
-        "gpu": "not measured" if all(b == "cpu" for b in args.backend or ["cpu"]) else None,
+        "gpu_matmul_peaks": gpu_peaks,
     }
     paths = report.write(result, args.out, trace.spans)
     if args.trace:
@@ -199,6 +206,23 @@ def run(args) -> int:
     for kind, path in paths.items():
         console.print(f"{kind}: {path}")
     return 0
+
+
+def gpu_matmul_peaks(runners, console) -> dict[str, dict]:
+    """Per GPU backend, the fp16 MatMul peak of its own provider, measured now: what its % of peak is against."""
+    from edge_cer.bench import machine
+    from edge_cer.errors import EdgeCerError
+
+    peaks = {}
+    for runner in runners:
+        if runner.device == "cpu":
+            continue
+        try:
+            peaks[runner.name] = machine.matmul_peak(runner.provider)
+            console.print(f"{runner.name}: fp16 MatMul peak {peaks[runner.name]['gflops'] / 1000:.1f} TFLOP/s")
+        except (EdgeCerError, RuntimeError) as exc:  # onnxruntime's errors derive from RuntimeError
+            peaks[runner.name] = {"error": str(exc).splitlines()[0]}
+    return peaks
 
 
 def _collect() -> dict[str, list[float]]:

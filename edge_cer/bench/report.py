@@ -16,16 +16,20 @@ STAGE_LABELS = {
 }
 
 
-def achieved(backends: dict, gflop_per_step: float, peak_gflops: float) -> dict:
-    """UNet GFLOP/s and % of the sgemm peak per backend: at the p50 step (the typical one) and at the fastest
-    step (the least disturbed one on a shared machine, as the best-of sgemm peak is)."""
+def achieved(backends: dict, gflop_per_step: float, peak_gflops: float, gpu_peaks: dict | None = None) -> dict:
+    """UNet GFLOP/s and % of peak per backend: at the p50 step (the typical one) and at the fastest step (the
+    least disturbed one on a shared machine, as the best-of peak is). CPU backends against the sgemm peak, a GPU
+    backend against the fp16 MatMul peak of its own provider (diffusers on CUDA against the first one)."""
+    gpu = {n: p["gflops"] for n, p in (gpu_peaks or {}).items() if "gflops" in p}
     out = {}
     for name, b in backends.items():
         step = b["stages"]["unet_step"]
-        if step["n"]:
+        peak = gpu.get(name, next(iter(gpu.values()), None)) if name.endswith(("cuda", "tensorrt", "tensorrt-rtx")) \
+            else peak_gflops
+        if step["n"] and peak:
             typical, fastest = (gflop_per_step * 1000 / step[k] for k in ("p50_ms", "min_ms"))
-            out[name] = {"gflops": typical, "percent_of_peak": 100 * typical / peak_gflops,
-                         "fastest_step_gflops": fastest, "fastest_step_percent_of_peak": 100 * fastest / peak_gflops}
+            out[name] = {"gflops": typical, "percent_of_peak": 100 * typical / peak, "peak_gflops": peak,
+                         "fastest_step_gflops": fastest, "fastest_step_percent_of_peak": 100 * fastest / peak}
     return out
 
 
@@ -38,8 +42,8 @@ def markdown(result: dict) -> str:
     lines = [f"# bench {result['name']}", "",
              f"`{result['command']}`", "",
              f"{m['cpu']}, {m['usable_cpus']} CPUs, load average at start {m['loadavg_at_start'][0]:.2f} / end "
-             f"{result['loadavg_at_end'][0]:.2f}; onnxruntime {m['versions']['onnxruntime']}, "
-             f"numpy {m['versions']['numpy']}"
+             f"{result['loadavg_at_end'][0]:.2f}; onnxruntime {m['onnxruntime']['version']} "
+             f"(`{m['onnxruntime']['module']}`), numpy {m['versions']['numpy']}"
              + (f", torch {m['versions'].get('torch')}, diffusers {m['versions'].get('diffusers')}"
                 if m['versions'].get('torch') else ""), "",
              f"{s['height']}x{s['width']}, {result['denoising_steps']} denoising steps ({s['steps']} x strength "
@@ -67,9 +71,19 @@ def markdown(result: dict) -> str:
     if min(runs) < 0.8 * max(runs) or any(e["fastest_step_percent_of_peak"] > 100 for e in u["achieved"].values()):
         lines.append(f"- **warning**: the sgemm peak measured {runs[0]:.0f} before and {runs[1]:.0f} GFLOP/s after "
                      "the runs: the machine's load changed (or held through both), so % of peak is unreliable here")
+    gpus = m.get("gpu")
+    if isinstance(gpus, dict):  # nvidia-smi failed: its one-line error
+        lines.append(f"- GPU: nvidia-smi failed: {gpus['error']}")
+    for g in gpus if isinstance(gpus, list) else []:
+        lines.append(f"- GPU {g.get('name')} (cc {g.get('compute_capability')}, driver {g.get('driver')}): SM clock "
+                     f"{g.get('sm_clock')} of max {g.get('max_sm_clock')}, memory clock {g.get('memory_clock')}")
+    for name, p in result.get("gpu_matmul_peaks", {}).items():
+        lines.append(f"- {name}: " + (f"measured {p['dtype']} MatMul peak {p['gflops']:.0f} GFLOP/s (n={p['n']}, "
+                                      f"{p['provider']})" if "gflops" in p else f"MatMul peak failed: {p['error']}"))
     for name, eff in u["achieved"].items():
         lines.append(f"- {name}: {eff['gflops']:.1f} GFLOP/s at the p50 step = {eff['percent_of_peak']:.0f} % "
-                     f"of the measured peak; fastest step {eff['fastest_step_gflops']:.1f} GFLOP/s = "
+                     f"of the measured peak ({eff['peak_gflops']:.0f} GFLOP/s); fastest step "
+                     f"{eff['fastest_step_gflops']:.1f} GFLOP/s = "
                      f"{eff['fastest_step_percent_of_peak']:.0f} %")
     if result.get("vs_torch"):
         lines += ["", "## vs diffusers + torch (interleaved, pair by pair: torch time / our time)", "",

@@ -49,7 +49,7 @@ class EngineRunner:
     def __init__(self, manifest: ExportManifest, provider: str = "cpu", **backend_options):
         from edge_cer.backends import create_backend
 
-        self.manifest = manifest
+        self.manifest, self.provider = manifest, provider
         t0 = time.perf_counter()
         self.backend = RecordingBackend(create_backend(manifest, provider, **backend_options))
         self.backend.load()
@@ -95,6 +95,11 @@ class EngineRunner:
                 steps += call.name == "unet"
                 trace.add(name, call.start, call.end, self.name, level="call")
         return stages
+
+    def describe(self) -> dict:
+        """How the backend ran its sessions (fixed sizes, CUDA graphs and those dropped), where it says."""
+        describe = getattr(self.backend.inner, "describe", None)
+        return describe() if describe else {"provider": self.provider}
 
     def unload(self) -> None:
         self.backend.unload()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from edge_cer.backends import PROVIDERS
+from edge_cer.backends import add_provider_arguments, backend_options
 from edge_cer.errors import EdgeCerError
 
 REAPPRAISAL = "The person in the picture is getting help, and things will get better soon."
@@ -34,8 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for models, engines, data and report")
     p.add_argument("--steps", type=int, default=20, help="scheduler steps (strength 0.6 runs 12 of them)")
     p.add_argument("--no-asr", action="store_true", help="skip speech: use the reappraisal text as typed")
-    p.add_argument("--provider", choices=PROVIDERS, default="cpu",
-                   help="where the picture engine runs: cuda/tensorrt need onnxruntime-gpu")
+    add_provider_arguments(p)  # --provider, --cuda-graphs
 
 
 def run(args) -> int:
@@ -59,7 +58,7 @@ def run(args) -> int:
     from edge_cer.session.stimuli import synthetic_stimuli
 
     t0 = time.perf_counter()
-    pipe = SDPipeline.from_export(engines, provider=args.provider)
+    pipe = SDPipeline.from_export(engines, provider=args.provider, **backend_options(args))
     console.print(f"engines loaded and verified in {time.perf_counter() - t0:.2f} s ({pipe.backend.name})")
     stimulus = synthetic_stimuli().stimuli[0]
     result = pipe(load_image(stimulus.path), transcript, steps=args.steps, strength=0.6, ip_scale=0.6, seed=0)
@@ -74,8 +73,8 @@ def run(args) -> int:
     data = out / "data"
     if data.exists():
         shutil.rmtree(data)
-    summary = run_scripted_demo(data, runtime=lambda protocol: build_runtime(protocol, engines=engines,
-                                                                              provider=args.provider))
+    summary = run_scripted_demo(data, runtime=lambda protocol: build_runtime(
+        protocol, engines=engines, provider=args.provider, backend_options=backend_options(args)))
     console.print(summary)
 
     console.rule("6. analysis report")

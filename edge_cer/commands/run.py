@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from edge_cer.errors import EdgeCerError
-from edge_cer.backends import PROVIDERS
+from edge_cer.backends import add_provider_arguments
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +28,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engines", type=Path, help="picture engine folder; needed for AI-feedback conditions")
     parser.add_argument("--placeholder", action="store_true",
                         help="without --engines: AI-feedback trials show placeholder pictures (not AI; rehearsals)")
-    parser.add_argument("--provider", choices=PROVIDERS, default="cpu",
-                        help="where the picture engine runs: cuda/tensorrt need onnxruntime-gpu; trt-native needs "
-                             "engines built with --tensorrt")
+    add_provider_arguments(parser)  # --provider, --cuda-graphs
     parser.add_argument("--key-file", type=Path, help="label -> pseudonym table (default: DATA/participant-keys.tsv)")
     parser.add_argument("--min-free-mb", type=float, default=200, help="refuse to start with less free disk space")
 
@@ -45,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge_cer.backends import backend_options
     from edge_cer.headless import run_session
     from edge_cer.runtime import build_runtime
     from edge_cer.session.participant import ScriptedParticipant
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     participant.require_recogniser(have_asr=args.asr is not None)
     protocol = load_protocol(args.protocol) if args.protocol else None
     runtime = partial(build_runtime, engines=args.engines, asr=args.asr, provider=args.provider,
-                      placeholder=args.placeholder)
+                      backend_options=backend_options(args), placeholder=args.placeholder)
     summary = run_session(
         participant, args.participant, args.data, protocol=protocol, stimuli=args.stimuli, norms=args.norms,
         runtime=runtime, resume=args.resume, key_file=args.key_file, min_free_bytes=int(args.min_free_mb * 1e6),

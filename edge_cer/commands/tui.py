@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+from edge_cer.backends import backend_options
 from edge_cer.commands.run import add_runtime_arguments
 from edge_cer.errors import EdgeCerError
 from edge_cer.tui import PICTURE_MODES
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
             raise EdgeCerError(f"{option} {folder}: no such folder")
     options = TuiOptions(
         data_dir=args.data, protocol=protocol, stimuli=load_stimuli(args.stimuli, args.norms) if args.stimuli else None,
-        engines=args.engines, placeholder=args.placeholder, asr=args.asr, provider=args.provider, typing=args.typing,
+        engines=args.engines, placeholder=args.placeholder, asr=args.asr, provider=args.provider,
+        backend_options=backend_options(args), typing=args.typing,
         pictures=args.pictures,
         participant=args.participant, key_file=args.key_file, min_free_bytes=int(args.min_free_mb * 1e6),
     )

@@ -76,6 +76,7 @@ COLUMN_DESCRIPTIONS = {
     "negative_prompt": ("Negative prompt of the picture generation (used when guidance > 1)", None),
     "guidance": ("Classifier-free guidance scale of the picture generation", None),
     "scheduler": ("Scheduler option of the picture generation (empty: the model's own)", None),
+    "vae": ("VAE decoder of the picture generation: full, or tiny (the export's TAESD decoder)", None),
     "engine": ("Inference backend that made the picture (placeholder: not AI)", None),
     "provider": ("Execution provider the engine ran on (cpu, cuda, tensorrt, trt-native)", None),
     "safety_reason": ("Why the safety gate blocked pictures on this trial", None),

@@ -49,7 +49,7 @@ TIDY_COLUMNS = (
     # picture came from, why there was none; every parameter that made it (the rest are above); the safety gate;
     # timing: generation latency, the deadline, the wait after speaking, feedback duration requested and actual.
     "picture_shown", "transcript_source", "feedback_source", "no_picture_reason",
-    "prompt", "negative_prompt", "guidance", "scheduler", "engine", "provider",
+    "prompt", "negative_prompt", "guidance", "scheduler", "vae", "engine", "provider",
     "speculative_generations", "wasted_generations", "safety_blocked", "safety_reason",
     "generation_s", "generation_deadline_missed", "feedback_wait_s", "feedback_duration_s", "feedback_shown_duration_s",
 )

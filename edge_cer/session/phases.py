@@ -55,7 +55,7 @@ RESPONSE_PHASES = ("rating_pre", "rating_post")
 TRANSCRIPT_SOURCES = ("live", "scripted", "typed")  # a recogniser heard it; a script gave it; someone typed it
 # What a picture's params say about how it was made, copied into the trial row (names of `edge-cer generate`).
 PICTURE_PARAMS = ("prompt", "negative_prompt", "seed", "strength", "ip_scale", "steps", "guidance", "scheduler",
-                  "engine", "provider", "engine_manifest_sha256")
+                  "vae", "engine", "provider", "engine_manifest_sha256")
 
 # (row, planned trial, absolute picture path or None) -> {annotation column: value}; see data.ANNOTATION_COLUMNS.
 TrialAnnotator = Callable[[Mapping, PlannedTrial, "Path | None"], Mapping[str, float]]

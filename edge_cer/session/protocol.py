@@ -22,6 +22,7 @@ from edge_cer.errors import EdgeCerError, read_user_text
 
 STRATEGIES = ("reappraise", "describe", "look")
 FEEDBACK = ("ai", "none")
+SCHEDULERS = ("", "euler", "ddim", "lcm", "dpm++2m")  # as `edge-cer generate --scheduler` takes them
 DEFAULT_PROTOCOL = "default_protocol.toml"
 # Sanity limits: far beyond any real study, low enough that nothing overflows (SQLite integers, the clock).
 MAX_PHASE_S = 3600.0
@@ -88,6 +89,7 @@ class Generation:
     steps: int = 4  # denoising steps: few-step schedulers keep speech-end -> picture short on a CPU
     guidance: float = 7.5  # classifier-free guidance (diffusers' default); <= 1 turns it off and halves the UNet work
     scheduler: str = ""  # "" is the model's own scheduler; or euler, ddim, lcm, dpm++2m (edge-cer generate --scheduler)
+    vae: str = "full"  # "tiny": the export's tiny VAE decoder (TAESD), ~10x less decoder work, softer detail
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,11 @@ def _check(p: Protocol) -> None:
     if not (0 < g.strength <= 1) or not 0 <= g.ip_scale <= 10 or not 1 <= g.steps <= MAX_STEPS:
         refuse("[generation]", f"strength={g.strength}, ip_scale={g.ip_scale}, steps={g.steps}",
                f"need 0 < strength <= 1, 0 <= ip_scale <= 10, 1 <= steps <= {MAX_STEPS}")
+    if g.vae not in ("full", "tiny"):
+        refuse("[generation] vae", f"= {g.vae!r}", 'use "full" or "tiny" (an export with --tiny-vae)')
+    if g.scheduler not in SCHEDULERS or not 0 <= g.guidance <= 50:
+        refuse("[generation]", f"scheduler={g.scheduler!r}, guidance={g.guidance}",
+               f"scheduler is one of {SCHEDULERS} (\"\": the model's own) and 0 <= guidance <= 50")
     pr = p.prompt
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(pr.template) if name is not None]

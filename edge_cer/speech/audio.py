@@ -1,7 +1,9 @@
 """Audio sources for the recogniser: a file (replayed in real time or as fast as possible), an array, a microphone.
 
 Every source yields mono float32 chunks in [-1, 1] at the model rate (16 kHz), so the recogniser never sees
-anything else. Files are read block by block, so a 10-minute recording costs no more memory than a 10-second one.
+anything else. Replayed in real time (`realtime=True`, `paced`), a chunk is delivered as a microphone delivers
+it: once its *last* sample has been spoken, never at its first (which made every latency look up to a chunk
+shorter than a participant lives it). Files are read block by block, so a 10-minute recording costs no more memory than a 10-second one.
 Resampling uses a polyphase filter (scipy.signal.resample_poly). Multi-channel audio is refused unless the
 caller asks to mix it down: a stereo lab recording may hold the experimenter on the other channel.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,7 +21,10 @@ import numpy as np
 from edge_cer.errors import EdgeCerError
 from edge_cer.speech.manifest import SAMPLE_RATE
 
-CHUNK_SECONDS = 0.1  # 100 ms: sherpa's microphone examples read this much per call
+# 32 ms (one Silero window): the end of speech reaches the recogniser at most one block late. With sherpa's
+# examples' 100 ms blocks the audio-clock delay to the final was 0.48 s p50 / 0.53 s p95, with 32 ms 0.43 / 0.46
+# (perf/asr.md): only the smaller block leaves room for the 0.5 s target.
+CHUNK_SECONDS = 0.032
 MAX_AUDIO_SECONDS = 3600.0  # a whole session at most; longer is the wrong file (a day of recording)
 BLOCK_SECONDS = 10.0  # file read/resample block: bounded memory, negligible filter edge effects
 
@@ -50,9 +55,21 @@ def _chunks(samples: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
         yield samples[i:i + chunk]
 
 
+def paced(chunks: Iterable[np.ndarray], start: float | None = None) -> Iterator[np.ndarray]:
+    """Deliver 16 kHz chunks at microphone timing: each when its last sample has been spoken, the first sample
+    having been spoken at `start` (`time.monotonic()`; default: when the first chunk is asked for)."""
+    sent = 0
+    for chunk in chunks:
+        start = time.monotonic() if start is None else start
+        sent += len(chunk)
+        time.sleep(max(0.0, start + sent / SAMPLE_RATE - time.monotonic()))
+        yield chunk
+
+
 def array_source(samples: np.ndarray, sample_rate: int, mix_down: bool = False,
-                 chunk_seconds: float = CHUNK_SECONDS) -> Iterator[np.ndarray]:
-    """Chunks of an in-memory recording (float in [-1, 1], or int16/int32 PCM)."""
+                 chunk_seconds: float = CHUNK_SECONDS, realtime: bool = False) -> Iterator[np.ndarray]:
+    """Chunks of an in-memory recording (float in [-1, 1], or int16/int32 PCM); with `realtime`, at
+    microphone timing (`paced`)."""
     samples = np.asarray(samples)
     if samples.dtype.kind in "iu":
         if samples.dtype == np.uint8:  # 8-bit WAV is unsigned around 128
@@ -60,28 +77,32 @@ def array_source(samples: np.ndarray, sample_rate: int, mix_down: bool = False,
         else:
             samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max + 1)
     samples = to_model_rate(to_mono(samples.astype(np.float32), "array", mix_down), sample_rate)
-    yield from _chunks(samples, int(chunk_seconds * SAMPLE_RATE))
+    chunks = _chunks(samples, int(chunk_seconds * SAMPLE_RATE))
+    yield from paced(chunks) if realtime else chunks
 
 
 def file_source(path: str | Path, realtime: bool = False, mix_down: bool = False,
                 chunk_seconds: float = CHUNK_SECONDS) -> Iterator[np.ndarray]:
-    """Chunks of a WAV/FLAC/OGG file; with `realtime`, each chunk arrives when it would have been spoken."""
+    """Chunks of a WAV/FLAC/OGG file; with `realtime`, at microphone timing (`paced`): each chunk once its last
+    sample would have been spoken."""
     import soundfile as sf
 
     path = Path(path)
     info = check_audio_file(path)
     chunk = int(chunk_seconds * SAMPLE_RATE)
-    start = time.monotonic()
     sent = 0
-    # soundfile scales every PCM width (8-bit unsigned included) to float in [-1, 1].
-    blocks = sf.blocks(str(path), blocksize=int(BLOCK_SECONDS * info.samplerate), dtype="float32", always_2d=True)
-    try:
-        for block in blocks:
+
+    def pieces() -> Iterator[np.ndarray]:
+        nonlocal sent
+        # soundfile scales every PCM width (8-bit unsigned included) to float in [-1, 1].
+        for block in sf.blocks(str(path), blocksize=int(BLOCK_SECONDS * info.samplerate), dtype="float32",
+                               always_2d=True):
             for piece in _chunks(to_model_rate(to_mono(block, str(path), mix_down), info.samplerate), chunk):
-                if realtime:
-                    time.sleep(max(0.0, start + sent / SAMPLE_RATE - time.monotonic()))
                 sent += len(piece)
                 yield piece
+
+    try:
+        yield from paced(pieces()) if realtime else pieces()
     except sf.LibsndfileError as exc:
         raise EdgeCerError(f"{path}: the audio data is corrupt after {sent / SAMPLE_RATE:.1f} s ({exc})") from exc
 

@@ -65,7 +65,15 @@ class Final:
 
 Event = Partial | Final
 FEED = int(0.1 * SAMPLE_RATE)  # streaming: samples fed to sherpa between endpoint checks
-VAD_PRE_ROLL = int(0.25 * SAMPLE_RATE)  # vad mode: audio kept before each segment's detected start
+# vad mode: audio decoded before each segment's detected start. Silero found espeak onsets up to 0.59 s late on
+# the held-out set (perf/asr.md: "That house burned down" lost its first three words at 0.25 s); Whisper reads
+# leading silence well.
+VAD_PRE_ROLL = int(0.8 * SAMPLE_RATE)
+# vad mode, in silence: audio kept. The VAD dates a segment's start back (min speech + 2 windows) when it detects
+# it, so the pre-roll must still be held then, however the audio was chunked: else the final depends on chunking.
+SILENCE_KEPT = VAD_PRE_ROLL + SAMPLE_RATE
+# vad mode: voice heard this early means the recording began mid-speech, with no silence before it.
+EARLY_VOICE = int(0.25 * SAMPLE_RATE)
 
 
 @dataclass
@@ -91,6 +99,8 @@ class RecognizerConfig:
     # is 1000, which makes the encoder read 10 s more than the audio; 100 gives the same text on our espeak
     # sentences (perf/asr.md) at less than half the encoder cost for a 5 s utterance.
     whisper_tail_paddings: int = 100
+    # Whisper: stop a decode when its last 6 tokens repeat earlier ones (the sentence read again); 0 turns it off.
+    whisper_no_repeat: int = 6
 
 
 def _check_rate(sample_rate: int) -> None:
@@ -101,10 +111,10 @@ def _check_rate(sample_rate: int) -> None:
 
 @dataclass(frozen=True)
 class Speculation:
-    """A final decoded before the VAD closed its segment: valid if the segment starts at `start` and ends by `end`."""
+    """A final decoded before the VAD closed its segment: valid if the segment starts at `start` (and no voice
+    was heard since, which clears it)."""
 
     start: int
-    end: int
     text: str
 
 
@@ -122,6 +132,8 @@ class SpeechStream:
         self.speaking = False
         self.voice_buffer = np.zeros(0, np.float32)  # samples the voice detector has not yet read
         self.speculative: Speculation | None = None  # vad mode: the final decoded at the first silent window
+        self.pause_at = 0  # vad mode: sample where the voice detector last went silent
+        self.first_voice: int | None = None  # vad mode: sample where the voice detector first heard voice
         self.pending = np.zeros(0, np.float32)  # accepted, not yet fed to sherpa
         self.utterance: list[np.ndarray] = []  # samples since the last final (two-pass / vad partials)
         self.utterance_start = 0  # sample index where `utterance` starts
@@ -266,8 +278,13 @@ class VadRecognizer:
         while (piece := stream.take(SILERO_VAD_WINDOW)) is not None:
             window = np.pad(piece, (0, SILERO_VAD_WINDOW - len(piece)))
             stream.vad.accept_waveform(window)
+            was_speaking = stream.speaking
             if self._voice_heard(stream, window):
                 stream.speculative = None  # speech went on: the segment will end later
+                if stream.first_voice is None:
+                    stream.first_voice = stream.num_samples
+            elif was_speaking:
+                stream.pause_at = stream.num_samples
             events += self._pop_segments(stream)
         if stream.vad.is_speech_detected():
             # Counted in samples received, not in the 512-sample windows read: 100 ms chunks then give a partial
@@ -277,7 +294,7 @@ class VadRecognizer:
                 events += self._redecode(stream)
         elif not events:
             # Silence: keep only a short pre-roll so memory stays bounded and partials start near the speech.
-            stream.start_utterance(stream.num_samples - int(0.5 * SAMPLE_RATE))
+            stream.start_utterance(stream.num_samples - SILENCE_KEPT)
         return events
 
     def finish(self, stream: SpeechStream) -> list[Event]:
@@ -302,40 +319,58 @@ class VadRecognizer:
     def _redecode(self, stream: SpeechStream) -> list[Event]:
         """Whisper on the open segment: a Partial if the text changed; at a pause, also the speculative final."""
         stream.last_partial_at = stream.received
-        segment = stream.vad.current_segment
-        text = self._transcribe(stream, segment.start, segment.samples).text
-        if not stream.speaking:
-            stream.speculative = Speculation(segment.start, stream.num_samples, text)
+        start = stream.vad.current_segment.start
+        stop = self._final_stop(stream, start, end=None)
+        if stop is None:
+            text = self._transcribe(stream, start, stream.num_samples, drafted=True).text
+        else:
+            text = self._transcribe(stream, start, stop, drafted=False).text
+            stream.speculative = Speculation(start, text)
         if not text or text == stream.last_text:
             return []
         stream.last_text = text
         return [Partial(text, stream.t)]
 
-    def _transcribe(self, stream: SpeechStream, start: int, samples):
-        """Whisper on a VAD segment (so far), after what our utterance buffer still holds of the VAD_PRE_ROLL before
-        it (Silero fires a little after the onset and clips a soft first word: "The ..."). Every decode of one
-        segment reads the same start, so each is a good draft for the next."""
+    @staticmethod
+    def _final_stop(stream: SpeechStream, start: int, end: int | None) -> int | None:
+        """Where the final's audio ends: where the voice detector last went silent, if it did within the segment
+        and is still silent; else the segment's `end` (None while the segment is open: no final yet).
+
+        Both detectors read the same 512-sample windows however the audio was chunked, so the final's audio (and,
+        decoded without a draft, its text) is the same for a file, a live feed, with or without partials. Not
+        the VAD's own segment samples: the VAD holds its newest window back and ends segments a window off.
+        """
+        return stream.pause_at if not stream.speaking and stream.pause_at > start else end
+
+    def _transcribe(self, stream: SpeechStream, start: int, stop: int, drafted: bool):
+        """Whisper on samples [start, stop) of the stream, after up to VAD_PRE_ROLL of what the utterance buffer
+        holds before them (Silero fires after the onset and clips first words). Partials pass `drafted`: every
+        decode of a segment reads the same start, so each is a good draft for the next. Finals decode plain (an
+        int8 decoder verifying a draft in one batch can pick other near-ties: not the same text every time)."""
         held, at = stream.utterance_samples(), start - stream.utterance_start
-        audio = np.concatenate([held[max(0, at - VAD_PRE_ROLL):max(0, at)], np.asarray(samples, np.float32)])
-        result = self.offline.transcribe(audio, draft=stream.draft)
+        audio = held[max(0, at - VAD_PRE_ROLL):stop - stream.utterance_start]
+        if start < VAD_PRE_ROLL and stream.first_voice is not None and stream.first_voice <= EARLY_VOICE:
+            # The recording began mid-speech: silence first, or Whisper drops the first word (perf/asr.md). Not
+            # otherwise: zeros before a lead of room noise cost accuracy there.
+            audio = np.concatenate([np.zeros(VAD_PRE_ROLL - start, np.float32), audio])
+        result = self.offline.transcribe(audio, draft=stream.draft if drafted else ())
         stream.draft = result.tokens
         return result
 
     def _pop_segments(self, stream: SpeechStream) -> list[Event]:
         events: list[Event] = []
         while not stream.vad.empty():
-            # Copy before pop(): `front` refers into the VAD's queue, which pop() frees.
-            start, samples = stream.vad.front.start, np.array(stream.vad.front.samples, np.float32)
+            start = stream.vad.front.start
+            end = start + len(stream.vad.front.samples)
             stream.vad.pop()
-            end, spec = start + len(samples), stream.speculative
-            if spec is not None and spec.start == start and end <= spec.end + SILERO_VAD_WINDOW:
-                text = spec.text  # the speculative decode covered the whole segment
-            else:
-                text = self._transcribe(stream, start, samples).text
+            stop, spec = self._final_stop(stream, start, end), stream.speculative
+            # No voice since the speculative decode (any clears it): it read [start, stop) too.
+            text = spec.text if spec is not None and spec.start == start else \
+                self._transcribe(stream, start, stop, drafted=False).text
             stream.speculative = None
             if text:
                 events.append(Final(text, end / SAMPLE_RATE, stream.t))
-            stream.start_utterance(end)
+            stream.start_utterance(max(end, stop))
         return events
 
 
@@ -380,7 +415,7 @@ def create_recognizer(asr_dir: str | Path | AsrFolder, config: RecognizerConfig 
     folder = asr_dir if isinstance(asr_dir, AsrFolder) else load_asr_folder(asr_dir)
     config = config or RecognizerConfig()
     streaming, offline = folder.model("streaming"), folder.model("offline")
-    offline_rec = Whisper(offline, config.num_threads, config.whisper_tail_paddings) if offline else None
+    offline_rec = Whisper(offline, config.num_threads, config.whisper_tail_paddings, config.whisper_no_repeat) if offline else None
     if streaming:
         return StreamingRecognizer(_online_recognizer(streaming, config), offline_rec, config)
     vad = folder.model("vad")

