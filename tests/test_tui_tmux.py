@@ -82,7 +82,7 @@ def test_typed_sentences_make_pictures_on_screen_and_on_disk(tmp_path):
             end, most = time.monotonic() + 30, 0  # the feedback phase: the picture stands for 4 s
             while most <= 500 and time.monotonic() < end:
                 shown = screen()
-                if "Type what you would say" not in shown:  # past the speaking screen
+                if "Type here, then press Enter" not in shown:  # past the speaking screen
                     most = max(most, sum(shown.count(b) for b in HALF_BLOCKS))
                 time.sleep(0.1)
             pictures_seen.append(most)
