@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tui": ("edge_cer.commands.tui", "run a CER session with a live participant in the terminal (Textual)"),
     "analyze": ("edge_cer.analysis.analyze", "study statistics and HTML report from DATA_DIR/trials.csv"),
     "simulate": ("edge_cer.analysis.simulate", "write a synthetic study with known effects (trials.csv + truth.json)"),
+    "power": ("edge_cer.analysis.power", "power and CI coverage per sample size by simulating and analysing studies"),
     "bench": ("edge_cer.bench.cli", "per-stage latency, percentiles, memory and % of matmul peak (--vs-torch)"),
     "bundle": ("edge_cer.bundle", "one folder that installs edge-cer with no network: wheels, engines, ASR, hashes, "
                                   "install.sh with a self-check"),

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from edge_cer.crash_log import environment_problem
 from edge_cer.errors import EdgeCerError
-from edge_cer.live.speaking import microphone_timing
 from edge_cer.runtime import Runtime, build_runtime
 from edge_cer.session import bids
 from edge_cer.session.data import sessions_dir
@@ -73,9 +72,8 @@ def _speak(session: Session, phase: Phase, participant: Participant, runtime: Ru
         if runtime.recognizer is None:
             raise EdgeCerError(f"trial {phase.trial.trial} gives audio {utterance.wav} but no recogniser was "
                                "loaded; pass --asr DIR")
-        chunks = file_source(utterance.wav)
-        # The speaking limit stops a real-time replay; an instant one (time_scale 0) has no time to limit.
-        heard = live.listen(phase.trial.trial, microphone_timing(chunks) if scale > 0 else chunks, clock.now_ns,
+        # At microphone timing; the speaking limit stops a real-time replay, an instant one (time_scale 0) has none.
+        heard = live.listen(phase.trial.trial, file_source(utterance.wav, realtime=scale > 0), clock.now_ns,
                             until_ns=phase.due_ns if scale > 0 else None)
         text, speech_end, source = heard.text, heard.speech_end_ns, "live"
     else:

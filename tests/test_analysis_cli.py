@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from edge_cer.analysis.analyze import analyze
 from edge_cer.analysis.columns import TRIAL_COLUMNS, read_trials, write_trials
-from edge_cer.analysis.simulate import parse_effects, simulate
+from edge_cer.analysis.simulate import Model, parse_effects, protocol_for, simulate
 from edge_cer.cli import main
 
 
@@ -31,11 +32,24 @@ def test_simulate_writes_the_contract_and_the_truth(study):
     assert set(trials["strategy"] + "/" + trials["feedback"]) == {
         "reappraise/ai", "reappraise/none", "describe/ai", "describe/none", "look/none"}
     truth = json.loads((study / "truth.json").read_text())
-    assert truth["fixed_effects"]["strategy=reappraise"] == 1.0 and truth["effects"]["look"] == -0.3
+    assert truth["latent"]["effects"]["reappraise"] == 1.0 and truth["latent"]["effects"]["look"] == -0.3
+    # On the recorded scale the planted AI effect shrinks a little (rounding, floor and ceiling, scale use).
+    assert 0.4 < truth["observed_scale"]["contrasts"]["feedback"]["estimate"] < 0.55
     assert trials["text_valence"].isna().all()  # left for analyze to fill from the transcript
+    # What a lab records: whole-number ratings on the protocol's scale, some missing, some AI trials without picture.
+    for column in ("rating_pre", "rating_post"):
+        ratings = trials[column].dropna()
+        assert (ratings == ratings.round()).all() and ratings.between(1, 9).all()
+    raw = pd.read_csv(study / "trials.csv", dtype=str)  # as written: "7", never "7.0"
+    assert raw["rating_pre"].dropna().str.fullmatch(r"[1-9]").all() and raw["rating_pre"].isna().any()
+    assert raw["seed"].dropna().str.fullmatch(r"\d+").all()
+    ai = trials[trials["feedback"] == "ai"]
+    assert set(ai["picture_shown"]) == {0, 1} and trials.loc[trials["feedback"] == "none", "picture_shown"].isna().all()
+    assert (ai.loc[ai["picture_shown"] == 0, "feedback_source"] == "none").all()
+    assert ai.loc[ai["picture_shown"] == 0, "picture_shown_s"].isna().all()
     # Same seed, same study.
-    again, _ = simulate(participants=8, effects=parse_effects("reappraise=1,ai=0.5,look=-0.3"), look_baseline=True,
-                        seed=5)
+    again, _ = simulate(participants=8, model=Model(effects=parse_effects("reappraise=1,ai=0.5,look=-0.3")),
+                        protocol=protocol_for(look_baseline=True), seed=5)
     pd.testing.assert_frame_equal(again.reset_index(drop=True)[["rating_pre", "rating_post", "transcript"]],
                                   trials[["rating_pre", "rating_post", "transcript"]].fillna({"transcript": ""}),
                                   check_dtype=False)
@@ -54,8 +68,71 @@ def test_analyze_outputs(study):
     assert html.count("data:image/png;base64,") == 3 and "<script" not in html and "://" not in html
 
 
+def test_exclusions_ai_without_picture_and_intention_to_treat(study, tmp_path):
+    trials = read_trials(study)
+    results = json.loads((study / "out" / "results.json").read_text())
+    rows = {r["reason"]: r for r in results["exclusions"]}
+    main = trials[trials["practice"] == 0]
+    assert rows["practice trial"]["trials"] == (trials["practice"] == 1).sum()
+    assert rows["trial not completed (skipped or aborted)"]["trials"] == (main["status"] != "completed").sum()
+    counted = main[(main["status"] == "completed") & main["rating_pre"].notna() & main["rating_post"].notna()]
+    no_picture = ((counted["feedback"] == "ai") & (counted["picture_shown"] == 0)).sum()
+    assert rows["AI trial without a shown picture"]["trials"] == no_picture > 0
+    assert results["ai_feedback"]["without_picture"] == no_picture and not results["ai_feedback"]["intention_to_treat"]
+    assert results["n_trials"] == len(counted) - no_picture
+    # Intention to treat keeps them as AI feedback; the sensitivity table of each run shows the other choice.
+    itt = analyze(study, tmp_path / "itt", intention_to_treat=True, report_html=False)
+    assert itt["n_trials"] == len(counted) and itt["ai_feedback"]["intention_to_treat"]
+    assert results["sensitivity"]["rows"][1]["trials"] == itt["sensitivity"]["rows"][0]["trials"] == len(
+        counted[counted["strategy"] != "look"])
+    assert results["sensitivity"]["rows"][1]["feedback"]["estimate"] == pytest.approx(
+        itt["mixed_model"]["fixed_effects"][2]["estimate"])
+
+
+def test_report_states_coding_effect_sizes_model_and_methods(study):
+    results = json.loads((study / "out" / "results.json").read_text())
+    model = results["mixed_model"]
+    assert model["formula"] == "relief ~ strategy_c * feedback_c" and "+1/2" in model["coding"]
+    assert model["meanings"]["feedback"].startswith("the AI picture minus no picture, averaged over strategy")
+    assert {r["term"] for r in model["combinations"]} == {"feedback | reappraise", "feedback | describe",
+                                                          "strategy | ai", "strategy | none"}
+    sizes = {r["contrast"]: r for r in results["effect_sizes"]["rows"]}
+    assert sizes["feedback"]["dz_low"] < sizes["feedback"]["dz"] < sizes["feedback"]["dz_high"]
+    methods = results["methods"]
+    assert f"{results['n_participants']} participants" in methods and "fixation cross (1 s)" in methods
+    assert "showed no picture" in methods and "shipped default protocol" in methods
+    html = (study / "out" / "report.html").read_text()
+    for heading in ("Methods", "Exclusions", "AI trials without a shown picture", "Effect sizes", "Sensitivity",
+                    "in words"):
+        assert heading in html, heading
+
+
+def test_older_data_without_picture_shown_column(tmp_path):
+    trials, _ = simulate(participants=2, model=Model(no_picture_rate=0.5), seed=1)
+    write_trials(trials.drop(columns=["picture_shown", "feedback_source"]), tmp_path)
+    assert "picture_shown" not in (tmp_path / "trials.csv").read_text().splitlines()[0].split(",")
+    again = read_trials(tmp_path)
+    pd.testing.assert_series_equal(again["picture_shown"], trials["picture_shown"], check_dtype=False)
+
+
+def test_protocol_stored_with_the_sessions_writes_the_methods(tmp_path):
+    """Three scripted sessions of a lab's own protocol: analyze finds it in the session databases."""
+    (tmp_path / "script.toml").write_text('[[trials]]\ntext = "It is not as bad as it looks."\n')
+    (tmp_path / "p.toml").write_text('name = "clinic-study"\ntime_scale = 0.0\n[design]\ntrials_per_condition = 2\n'
+                                     'practice_trials = 0\nfeedback = ["none"]\n[durations]\nstimulus = 4.0\n')
+    for label in ("P001", "P002", "P003"):
+        assert main(["run", "--participant", label, "--data", str(tmp_path / "data"), "--scripted",
+                     str(tmp_path / "script.toml"), "--protocol", str(tmp_path / "p.toml")]) == 0
+    results = analyze(tmp_path / "data", tmp_path / "out", report_html=False)
+    assert results["protocol"]["name"] == "clinic-study"
+    assert results["protocol"]["source"].startswith("stored with session")
+    methods = results["methods"]
+    assert "3 participants" in methods and "the picture (4 s)" in methods and "time_scale = 0" in methods
+    assert "shipped default" not in methods
+
+
 def test_missing_column_is_one_line_naming_file_and_column(tmp_path, capsys):
-    trials, _ = simulate(participants=2, effects=parse_effects(""), seed=0)
+    trials, _ = simulate(participants=2, model=Model(effects=parse_effects("")), seed=0)
     trials.drop(columns=["rating_post"]).to_csv(tmp_path / "trials.csv", index=False)
     assert main(["analyze", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
@@ -63,7 +140,7 @@ def test_missing_column_is_one_line_naming_file_and_column(tmp_path, capsys):
 
 
 def test_bad_value_names_line_and_column(tmp_path, capsys):
-    trials, _ = simulate(participants=2, effects=parse_effects(""), seed=0)
+    trials, _ = simulate(participants=2, model=Model(effects=parse_effects("")), seed=0)
     trials.loc[3, "strategy"] = "reapraise"
     write_trials(trials, tmp_path)
     assert main(["analyze", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
@@ -72,7 +149,8 @@ def test_bad_value_names_line_and_column(tmp_path, capsys):
 
 def test_one_participant_with_pictures_skips_inference_but_reports(tmp_path):
     """A scripted demo session: one participant, pictures on disk, stimuli for SSIM."""
-    trials, _ = simulate(participants=1, effects=parse_effects("reappraise=1"), trials_per_cell=2, seed=3)
+    trials, _ = simulate(participants=1, model=Model(effects=parse_effects("reappraise=1"), missing_rate=0, skip_rate=0,
+                                                     no_picture_rate=0), protocol=protocol_for(trials_per_cell=2), seed=3)
     (tmp_path / "pictures").mkdir()
     (tmp_path / "stimuli").mkdir()
     rng = np.random.default_rng(0)

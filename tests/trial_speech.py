@@ -1,5 +1,5 @@
 """Spoken reappraisals as a participant gives them: espeak-ng sentences with capitals, commas, full stops and
-apostrophes, preceded by silence, delivered as a microphone does (each 100 ms chunk after its last sample)."""
+apostrophes, preceded by silence, delivered as a microphone does (each chunk after its last sample)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from edge_cer.live.speaking import microphone_timing
-from edge_cer.speech.audio import read_audio
+from edge_cer.speech.audio import file_source, read_audio
 
 SENTENCES = ("The man isn't hurt, he's being helped, and he'll recover soon.",
              "They're actors on a film set, and nobody is in danger.")
 LEADING_SILENCE_S, TRAILING_SILENCE_S = 0.6, 1.5
-RATE, CHUNK = 16000, 1600
+RATE = 16000
 
 
 def speak(text: str, path: Path) -> Path:
@@ -32,7 +31,6 @@ def microphone(paths):
     recordings = iter(paths)
 
     def source():
-        samples = read_audio(next(recordings))
-        return microphone_timing(samples[i:i + CHUNK] for i in range(0, len(samples), CHUNK))
+        return file_source(next(recordings), realtime=True)
 
     return source

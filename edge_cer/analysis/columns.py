@@ -26,14 +26,16 @@ TEXT_COLUMNS = ("participant", "session", "strategy", "feedback", "stimulus_id",
                 "picture_sha256", "engine_manifest_sha256", "status", "transcript_source", "feedback_source",
                 "no_picture_reason", "prompt", "negative_prompt", "scheduler", "vae", "engine", "provider",
                 "safety_reason")  # fmt: skip
-# Added with session schema 3 (what was shown, provenance, feedback timing): missing in older files, read as empty.
+# Added with session schema 3 (what was shown, provenance, feedback timing): missing in older files, read as empty;
+# picture_shown is then derived (below).
 RECORD_COLUMNS = TRIAL_COLUMNS[TRIAL_COLUMNS.index("picture_shown"):]
 # Whole numbers: written without ".0" (pandas reads them as float when a cell is empty), so R and pandas read
 # the seed 1779369991 as written.
-INTEGER_COLUMNS = ("block", "trial", "practice", "rating_pre", "rating_post", "seed", "steps")
+INTEGER_COLUMNS = ("block", "trial", "practice", "rating_pre", "rating_post", "seed", "steps", "picture_shown")
 # R's write.csv writes a missing value as NA; a transcript "NA" is text someone said.
 MISSING = ("", "NA")
-ALLOWED = {"strategy": STRATEGIES, "feedback": FEEDBACK, "status": TRIAL_STATUSES, "practice": (0, 1)}
+ALLOWED = {"strategy": STRATEGIES, "feedback": FEEDBACK, "status": TRIAL_STATUSES, "practice": (0, 1),
+           "picture_shown": (0, 1)}
 
 
 def read_trials(data_dir: str | Path) -> pd.DataFrame:
@@ -46,9 +48,10 @@ def read_trials(data_dir: str | Path) -> pd.DataFrame:
     missing = [c for c in TRIAL_COLUMNS if c not in header and c not in RECORD_COLUMNS]
     if missing:
         raise EdgeCerError(f"{path}: missing column(s) {', '.join(missing)}; the header must be: {','.join(TRIAL_COLUMNS)}")
+    columns = [c for c in TRIAL_COLUMNS if c in header]
     try:
         trials = pd.read_csv(io.StringIO(text), dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
-                             na_values={c: [""] if c == "transcript" else list(MISSING) for c in TRIAL_COLUMNS})
+                             na_values={c: [""] if c == "transcript" else list(MISSING) for c in columns})
     except (pd.errors.ParserError, ValueError) as exc:
         raise EdgeCerError(f"{path}: not a readable CSV ({' '.join(str(exc).split())}); rebuild it with "
                            f"`edge-cer export-data {data_dir}`") from exc
@@ -62,6 +65,11 @@ def read_trials(data_dir: str | Path) -> pd.DataFrame:
             row = int(bad.idxmax()) + 2  # header is line 1
             raise EdgeCerError(f"{path}: line {row}, column {column}: {trials.at[bad.idxmax(), column]!r} is not a number")
         trials[column] = numbers
+    ai = trials["feedback"].eq("ai").fillna(False).astype(bool)
+    if "picture_shown" not in header:  # older data: a picture was shown when its onset was logged
+        trials["picture_shown"] = trials["picture_shown_s"].notna().astype(float).where(ai)
+    for column in (c for c in RECORD_COLUMNS if c in TEXT_COLUMNS and c not in header):
+        trials[column] = pd.Series(pd.NA, index=trials.index, dtype="string")
     for column, allowed in ALLOWED.items():
         bad = trials[column].notna() & ~trials[column].isin(allowed)
         if bad.any():

@@ -3,7 +3,7 @@
     run_live_bench("engines/sd-turbo", "models/asr", synthesize=True, out="perf/results/live_sd_turbo.json")
     edge-cer bench --live --engines DIR --asr DIR [--audio A.wav ...] --out perf/results/NAME
 
-Each recording is replayed at microphone timing (100 ms chunks, each after its last sample) through the recogniser
+Each recording is replayed at microphone timing (each chunk after its last sample) through the recogniser
 while `LiveTrial` generates, exactly as in a session, on the parts `edge_cer.runtime` builds; modes alternate per recording so machine load hits both alike. Measured per trial, on one
 monotonic clock: end of speech (the recogniser's endpoint mapped from audio time), the final transcript, and the
 moment the picture can be shown: max(picture ready, final transcript), since no picture is shown before the final
@@ -25,7 +25,7 @@ import numpy as np
 
 from edge_cer.affect.safety import SafetyPolicy
 from edge_cer.errors import EdgeCerError
-from edge_cer.live.speaking import listen, microphone_timing
+from edge_cer.live.speaking import listen
 from edge_cer.live.trial import NS, LiveTrial
 from edge_cer.runtime import build_runtime
 from edge_cer.session.prompt import PromptBuilder
@@ -65,7 +65,7 @@ def measure(generator, recognizer, wav: Path, stimulus: Path, protocol: Protocol
     live = dataclasses.replace(protocol.live, speculate=speculate, deadline_s=60.0)
     trial = LiveTrial(generator, stimulus, seed=seed, generation=protocol.generation,
                       prompt=PromptBuilder(protocol.prompt), live=live, policy=policy, precompute=False)
-    heard = listen(recognizer, microphone_timing(file_source(wav)), time.monotonic_ns,
+    heard = listen(recognizer, file_source(wav, realtime=True), time.monotonic_ns,
                    on_event=lambda event, text: trial.partial(text))
     trial.final(heard.text, heard.speech_end_ns)
     outcome = trial.result()

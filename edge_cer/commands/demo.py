@@ -81,9 +81,9 @@ def run(args) -> int:
     from edge_cer.analysis.analyze import REPORT_FILE, analyze
 
     results = analyze(data, out / "report")
-    shown = results["ai_pictures"]
-    console.print(f"AI trials that showed a picture: {shown['shown']} of {shown['ai_trials']} "
-                  f"({shown['not_shown']} without: {shown['reasons'] or 'none'})")
+    ai = results["ai_feedback"]
+    console.print(f"AI trials that showed a picture: {ai['ai_trials'] - ai['without_picture']} of {ai['ai_trials']} "
+                  f"({ai['without_picture']} without: {ai['reasons'] or 'none'})")
     console.print(f"report: {out / 'report' / REPORT_FILE}")
     console.print(f"[green]demo done[/] in {time.perf_counter() - started:.1f} s -> {out}")
     return 0

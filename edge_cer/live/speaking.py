@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +29,6 @@ from edge_cer.session.counterbalance import PlannedTrial
 from edge_cer.session.phases import Session
 from edge_cer.session.prompt import PromptBuilder
 from edge_cer.session.protocol import Protocol
-from edge_cer.speech.manifest import SAMPLE_RATE
 from edge_cer.speech.recognizer import Final, Partial, RecognizerWorker
 
 
@@ -42,15 +40,6 @@ class HeardWindow:
     speech_end_ns: int | None  # the last final's endpoint (None: nothing was said)
     final_ns: int  # when the last final's text was ready (the end of listening, when nothing was said)
     partials: int
-
-
-def microphone_timing(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    """Replays recorded chunks as a microphone delivers them: each one once its last sample has been spoken."""
-    start, sent = time.monotonic(), 0
-    for chunk in chunks:
-        sent += len(chunk)
-        time.sleep(max(0.0, start + sent / SAMPLE_RATE - time.monotonic()))
-        yield chunk
 
 
 def listen(recognizer, chunks: Iterable[np.ndarray], clock: Callable[[], int], *, on_event=None,
@@ -119,7 +108,7 @@ class LivePipeline:
 
     def listen(self, trial: int, chunks: Iterable[np.ndarray], clock: Callable[[], int], *, on_event=None,
                until_ns: int | None = None, stop: threading.Event | None = None) -> HeardWindow:
-        """One speaking window from `chunks` (a microphone, or a recording at microphone timing); partials feed the
+        """One speaking window from `chunks` (a microphone, or a recording at microphone timing: edge_cer.speech.audio.paced); partials feed the
         trial's speculative generation when it is an AI trial."""
         live = self._trials.get(trial)
 
