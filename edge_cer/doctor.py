@@ -26,6 +26,7 @@ from edge_cer.backends import cuda_runtime, gpu_info, rtx
 from edge_cer.backends.gpu_info import one_line
 from edge_cer.backends.ort import EP_NAMES
 from edge_cer.errors import EdgeCerError
+from edge_cer.tui.terminal import terminal_colours
 
 
 def add_arguments(parser) -> None:
@@ -105,6 +106,7 @@ def collect(engine_dirs=(), asr_dirs=()) -> dict:
         "tensorrt": _module_version("tensorrt"),  # the module's own, as recorded in engine manifests
         "sherpa_onnx": _module_version("sherpa_onnx"),
         "terminal_graphics": _probe(terminal_graphics),
+        "terminal_colours": _probe(terminal_colours),
     }
     machine["engines"] = [_probe(engine_needs, Path(d), machine, path=str(d)) for d in engine_dirs]
     machine["asr"] = [_probe(probe_asr, Path(d), path=str(d)) for d in asr_dirs]
@@ -317,6 +319,8 @@ def render(report: dict) -> None:
     t.add_row("sherpa-onnx", report["sherpa_onnx"] or "not installed")
     graphics = report["terminal_graphics"]
     t.add_row("terminal graphics", graphics.get("renderer") or f"[red]{escape(graphics['error'])}[/]")
+    colours = report["terminal_colours"]
+    t.add_row("terminal colours", escape(colours.get("warning") or colours.get("colours") or colours.get("error", "")))
     console.print(t)
 
     for a in report["asr"]:
