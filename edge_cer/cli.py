@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("edge_cer.generate", "one supportive picture from a stimulus and a reappraisal"),
     "run": ("edge_cer.commands.run", "run one CER session headless (scripted participant), write its data and BIDS"),
     "export-data": ("edge_cer.session.bids", "rebuild DATA/bids/ and DATA/trials.csv from the session databases"),
+    "serve": ("edge_cer.serve.command", "serve picture generation to many terminals over Triton's protocol (gRPC/HTTP)"),
     "tui": ("edge_cer.commands.tui", "run a CER session with a live participant in the terminal (Textual)"),
     "analyze": ("edge_cer.analysis.analyze", "study statistics and HTML report from DATA_DIR/trials.csv"),
     "simulate": ("edge_cer.analysis.simulate", "write a synthetic study with known effects (trials.csv + truth.json)"),

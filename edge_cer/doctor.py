@@ -8,8 +8,8 @@ Every ONNX Runtime provider is really tried: a one-node model is opened with tha
 once, and the session's own provider list is checked, because onnxruntime falls back to CPU silently.
 Each --asr folder is verified, loaded and run on a second of silence. Every probe reports its own failure in
 its own row (one line, however long the library's message): the doctor itself never stops with a traceback.
-Exit status 1 when an --engines or --asr folder is broken (missing files, hash mismatch, not an export), or, with
---verdict, when an engines folder runs on no backend here.
+Exit status 2 when an --engines or --asr path is not a folder (a user error, one line); 1 when a folder is broken
+(missing files, hash mismatch, not an export), or, with --verdict, when an engines folder runs on no backend here.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from edge_cer.backends import cuda_runtime, gpu_info, rtx
 from edge_cer.backends.gpu_info import one_line
 from edge_cer.backends.ort import EP_NAMES
 from edge_cer.errors import EdgeCerError
+from edge_cer.tui.terminal import terminal_colours
 
 
 def add_arguments(parser) -> None:
@@ -39,6 +40,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    for option, folders in (("--engines", args.engines), ("--asr", args.asr)):
+        for folder in folders:
+            if not folder.is_dir():
+                raise EdgeCerError(f"{option} {folder}: no such folder; give the folder `edge-cer export "
+                                   f"{'sd' if option == '--engines' else 'asr'}` wrote")
     report = collect(args.engines, args.asr)
     if args.verdict:
         ready, line = verdict(report)
@@ -100,6 +106,7 @@ def collect(engine_dirs=(), asr_dirs=()) -> dict:
         "tensorrt": _module_version("tensorrt"),  # the module's own, as recorded in engine manifests
         "sherpa_onnx": _module_version("sherpa_onnx"),
         "terminal_graphics": _probe(terminal_graphics),
+        "terminal_colours": _probe(terminal_colours),
     }
     machine["engines"] = [_probe(engine_needs, Path(d), machine, path=str(d)) for d in engine_dirs]
     machine["asr"] = [_probe(probe_asr, Path(d), path=str(d)) for d in asr_dirs]
@@ -312,6 +319,8 @@ def render(report: dict) -> None:
     t.add_row("sherpa-onnx", report["sherpa_onnx"] or "not installed")
     graphics = report["terminal_graphics"]
     t.add_row("terminal graphics", graphics.get("renderer") or f"[red]{escape(graphics['error'])}[/]")
+    colours = report["terminal_colours"]
+    t.add_row("terminal colours", escape(colours.get("warning") or colours.get("colours") or colours.get("error", "")))
     console.print(t)
 
     for a in report["asr"]:

@@ -49,10 +49,14 @@ class EngineGenerator:
         """Image embeddings and stimulus latents, before the participant speaks."""
         self.pipeline.precompute(load_image(stimulus_path))
 
-    def generate(self, stimulus_path: Path, prompt: str, *, seed: int, strength: float, ip_scale: float, steps: int,
-                 callback_on_step_end=None) -> GeneratedPicture:
+    def generate(self, stimulus_path: Path, prompt: str, **options) -> GeneratedPicture:
+        return self.render(load_image(stimulus_path), prompt, **options)
+
+    def render(self, stimulus: Image.Image, prompt: str, *, seed: int, strength: float, ip_scale: float, steps: int,
+               callback_on_step_end=None) -> GeneratedPicture:
+        """`generate` on a decoded stimulus (`edge-cer serve` receives pictures, not paths)."""
         start = time.perf_counter()
-        out = self.pipeline(load_image(stimulus_path), prompt, self.negative_prompt, steps=steps, strength=strength,
+        out = self.pipeline(stimulus, prompt, self.negative_prompt, steps=steps, strength=strength,
                             guidance=self.guidance, ip_scale=ip_scale, seed=seed, scheduler=self.scheduler,
                             callback_on_step_end=callback_on_step_end)
         # `scheduler` as `edge-cer generate --scheduler` takes it ("": the model's own); the class name stays too.

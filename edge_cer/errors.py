@@ -5,6 +5,11 @@ class EdgeCerError(Exception):
     """An error the user can fix. The CLI prints it as one line and exits with status 2."""
 
 
+class GeneratorLost(EdgeCerError):
+    """The picture generator can make no more pictures (its server is gone): the session stops, resumable with
+    --resume, rather than record every later AI trial without a picture."""
+
+
 def require(module: str, extra: str):
     """Import an optional dependency or explain the exact install line."""
     import importlib

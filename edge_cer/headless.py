@@ -85,6 +85,12 @@ def _speak(session: Session, phase: Phase, participant: Participant, runtime: Ru
         live.submit(session, outcome)
 
 
+def repair_exports(data_dir: Path) -> None:
+    """Rebuilds the exports from the session databases (idempotent): repairs what a kill during an export left."""
+    if sessions_dir(data_dir).is_dir():
+        bids.export_all(data_dir)
+
+
 def run_session(
     participant: Participant, label: str, data_dir: Path, *, protocol: Protocol | None = None,
     stimuli: Path | None = None, norms: Path | None = None, runtime: Callable[[Protocol], Runtime] = build_runtime,
@@ -97,8 +103,8 @@ def run_session(
     if not resume:  # refuse a protocol the runtime cannot serve before a session folder exists
         protocol = protocol or load_protocol()
         parts = runtime(protocol)
-    if export and sessions_dir(data_dir).is_dir():  # repairs exports a kill interrupted, before the session exists
-        bids.export_all(data_dir)
+    if export:
+        repair_exports(data_dir)
     protocol, plan, store = open_session(label, Path(data_dir), protocol=protocol, stimuli=stimulus_set, resume=resume,
                                          key_file=key_file, min_free_bytes=min_free_bytes)
     try:

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edge_cer.errors import EdgeCerError
-from edge_cer.picture_file import open_picture
+from edge_cer.picture_file import MAX_PICTURE_PIXELS, open_picture
 
 # OpenAI CLIP's pixel normalisation (CLIPImageProcessor's defaults), used by every SD-family IP-Adapter encoder.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -26,6 +26,19 @@ def load_image(path: str | Path) -> Image.Image:
             return ImageOps.exif_transpose(im).convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise EdgeCerError(f"{path}: not a readable picture ({exc}); re-export it as PNG or JPEG") from exc
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """`load_image` of a picture sent as bytes (to `edge-cer serve`), under the same pixel limit; `name` for errors."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_PICTURE_PIXELS:
+                raise EdgeCerError(f"{name}: {im.width} x {im.height} pixels, over the "
+                                   f"{MAX_PICTURE_PIXELS / 1e6:.0f}-megapixel limit; resize it")
+            im.load()
+            return ImageOps.exif_transpose(im).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise EdgeCerError(f"{name}: not a readable picture ({exc}); re-export it as PNG or JPEG") from exc
 
 
 def rgb(image: Image.Image) -> Image.Image:

@@ -21,6 +21,7 @@ from edge_cer.backends import PROVIDERS
 from edge_cer.engine import EngineGenerator, PlaceholderGenerator
 from edge_cer.errors import EdgeCerError
 from edge_cer.live.speaking import LivePipeline
+from edge_cer.serve.client import RemoteGenerator
 from edge_cer.session.protocol import Protocol
 
 
@@ -39,6 +40,8 @@ class Runtime:
             return "none"
         if isinstance(self.generator, PlaceholderGenerator):
             return "placeholder pictures (not AI)"
+        if isinstance(self.generator, RemoteGenerator):
+            return f"served by {self.generator.url}"
         backend = getattr(getattr(self.generator, "pipeline", None), "backend", None)
         return f"{backend.name} ({self.provider})" if backend is not None else type(self.generator).__name__
 
@@ -66,6 +69,8 @@ class Runtime:
                 raise EdgeCerError(f"session protocol {protocol.source}: [generation] vae = {protocol.generation.vae!r}, "
                                    f"but the engine was loaded with {generator.pipeline.vae!r}; restart to resume it")
             generator = _engine_settings(generator.pipeline, protocol, self.provider)
+        elif isinstance(generator, RemoteGenerator):  # the server takes every setting with each request
+            generator = generator.with_settings(**_remote_settings(protocol))
         self.close()
         return Runtime(protocol, generator, self.recognizer, LivePipeline(generator, self.recognizer, protocol),
                        self.provider)
@@ -74,16 +79,17 @@ class Runtime:
         self.live.close()
 
 
-def build_runtime(protocol: Protocol, *, engines: Path | str | None = None, asr: Path | str | None = None,
-                  provider: str = "cpu", backend_options: dict | None = None, placeholder: bool = False,
-                  generator=None, recognizer=None) -> Runtime:
+def build_runtime(protocol: Protocol, *, engines: Path | str | None = None, server: str | None = None,
+                  asr: Path | str | None = None, provider: str = "cpu", backend_options: dict | None = None,
+                  placeholder: bool = False, generator=None, recognizer=None) -> Runtime:
     """Load what the protocol needs. `generator`/`recognizer`: already loaded parts (tests, benches) instead of
-    folders. AI-feedback conditions need an engine (`engines`, `placeholder` or `generator`). `backend_options`:
+    folders. AI-feedback conditions need an engine (`engines`, `server`, `placeholder` or `generator`); `server`
+    (grpc://HOST:PORT of `edge-cer serve`) makes the pictures there. `backend_options`:
     edge_cer.backends.backend_options(args) (--cuda-graphs)."""
     if provider not in PROVIDERS:
         raise EdgeCerError(f"--provider {provider}: unknown; choose one of {', '.join(PROVIDERS)}")
-    if engines is not None and placeholder:
-        raise EdgeCerError("--placeholder is for runs without --engines; leave one of them out")
+    if sum(map(bool, (engines, server, placeholder))) > 1:
+        raise EdgeCerError("--engines, --server and --placeholder: choose one picture source")
     for option, folder in (("--engines", engines), ("--asr", asr)):
         if folder is not None and not Path(folder).is_dir():
             raise EdgeCerError(f"{option} {folder}: no such folder")
@@ -94,11 +100,14 @@ def build_runtime(protocol: Protocol, *, engines: Path | str | None = None, asr:
             pipeline = SDPipeline.from_export(engines, provider=provider, vae=protocol.generation.vae,
                                               **(backend_options or {}))
             generator = _engine_settings(pipeline, protocol, provider)
+        elif server is not None:
+            generator = RemoteGenerator(server, **_remote_settings(protocol))
         elif placeholder:
             generator = PlaceholderGenerator()
         else:
             raise EdgeCerError(f"{protocol.source}: has AI-feedback conditions, which need the picture engine; pass "
-                               '--engines DIR (or --placeholder for a rehearsal), or use feedback = ["none"]')
+                               '--engines DIR or --server URL (or --placeholder for a rehearsal), or use '
+                               'feedback = ["none"]')
     if recognizer is None and asr is not None:
         from edge_cer.speech.recognizer import create_recognizer
 
@@ -111,3 +120,10 @@ def _engine_settings(pipeline, protocol: Protocol, provider: str) -> EngineGener
     g = protocol.generation
     return EngineGenerator(pipeline, guidance=g.guidance, negative_prompt=protocol.prompt.negative_prompt or None,
                            scheduler=g.scheduler or None, provider=provider)
+
+
+def _remote_settings(protocol: Protocol) -> dict:
+    """The protocol's fixed generation settings, sent with every request to the server."""
+    g = protocol.generation
+    return dict(guidance=g.guidance, negative_prompt=protocol.prompt.negative_prompt or None,
+                scheduler=g.scheduler or None, vae=g.vae)

@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "sd": ("export.cli", "Stable Diffusion + IP-Adapter -> ONNX (+ TensorRT) with a verified manifest"),
     "test-models": ("export.cli", "build seeded random-weight SD + IP-Adapter models in the public layouts"),
     "asr": ("export.asr.cli", "speech models for sherpa-onnx (Whisper conversion, streaming folders)"),
+    "triton-repo": ("edge_cer.serve.triton_repo", "an export as a model repository for NVIDIA Triton's container"),
 }
 PRESET_NAMES = ("tiny-sd15", "tiny-sd2", "sd15", "sd21", "sd-turbo")  # export.factory.PRESETS, without torch
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from edge_cer.analysis.analyze import analyze
-from edge_cer.analysis.columns import TRIAL_COLUMNS, read_trials, write_trials
+from edge_cer.analysis.columns import RECORD_COLUMNS, TRIAL_COLUMNS, read_trials, write_trials
 from edge_cer.analysis.simulate import Model, parse_effects, protocol_for, simulate
 from edge_cer.cli import main
 
@@ -108,8 +108,9 @@ def test_report_states_coding_effect_sizes_model_and_methods(study):
 
 
 def test_older_data_without_picture_shown_column(tmp_path):
+    """A trials.csv written before session schema 3: none of its record columns; picture_shown is derived."""
     trials, _ = simulate(participants=2, model=Model(no_picture_rate=0.5), seed=1)
-    write_trials(trials.drop(columns=["picture_shown", "feedback_source"]), tmp_path)
+    trials.drop(columns=list(RECORD_COLUMNS)).to_csv(tmp_path / "trials.csv", index=False)
     assert "picture_shown" not in (tmp_path / "trials.csv").read_text().splitlines()[0].split(",")
     again = read_trials(tmp_path)
     pd.testing.assert_series_equal(again["picture_shown"], trials["picture_shown"], check_dtype=False)

@@ -168,3 +168,12 @@ def test_verdict_names_each_broken_folder_in_one_line(tmp_path):
     ready, line = doctor.verdict(report)
     assert not ready and "\n" not in line
     assert line.startswith("edge-cer doctor: NOT READY: engines ") and f"asr {tmp_path / 'asr'}: " in line
+
+
+def test_a_missing_folder_is_a_user_error(tmp_path, capsys):
+    """A path that is not there is one line with exit 2 (the README's rule), before any probe runs."""
+    assert main(["doctor", "--engines", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--engines" in err[0] and "nope" in err[0] and "export sd" in err[0]
+    assert main(["doctor", "--asr", str(tmp_path / "nope")]) == 2
+    assert "export asr" in capsys.readouterr().err

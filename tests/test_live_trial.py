@@ -195,3 +195,19 @@ def test_a_worker_bug_is_recorded_and_the_deadline_still_holds(stim):
     assert (time.monotonic_ns() - start) / NS < 0.4
     assert outcome.picture is None and outcome.reason.startswith("deadline")
     assert trial.worker_error.startswith("AttributeError")
+
+
+def test_a_lost_generator_is_raised_at_once_not_recorded_as_a_missing_picture(stim):
+    from edge_cer.errors import GeneratorLost
+
+    class Gone(StepGenerator):
+        def generate(self, *args, **kwargs):
+            raise GeneratorLost("grpc://gpu-box:8001: server unavailable; continue the session with --resume")
+
+    trial = make_trial(Gone(), stim, live=Live(speculate=False, deadline_s=5.0))
+    start = time.monotonic_ns()
+    trial.final("a calm beach", start)
+    with pytest.raises(GeneratorLost, match="--resume"):
+        trial.result()
+    assert (time.monotonic_ns() - start) / NS < 2.0, "the deadline is not waited for"
+    trial.close()

@@ -135,7 +135,7 @@ def test_kill_during_export_leaves_old_or_new_and_the_next_run_repairs(tmp_path)
         assert main(study.run(participant=label)) == 0
     reference_bids, reference_tidy = snapshot(study.data / "bids"), (study.data / "trials.csv").read_bytes()
     rng, interrupted = random.Random(0), 0
-    for _ in range(12):
+    for _ in range(40):  # until 6 kills landed mid-rebuild (a loaded machine needs more tries)
         child = FORK.Process(target=_export_forever, args=(str(study.data),))
         child.start()
         time.sleep(rng.uniform(0.05, 0.3))
@@ -145,6 +145,8 @@ def test_kill_during_export_leaves_old_or_new_and_the_next_run_repairs(tmp_path)
         # Either export is complete: no moment of the rebuild shows a missing or half-written one.
         assert snapshot(study.data / "bids") == reference_bids
         assert (study.data / "trials.csv").read_bytes() == reference_tidy
+        if interrupted >= 6:
+            break
     assert interrupted >= 6  # most kills landed mid-rebuild (the child does nothing else)
     assert main(study.run(participant="P005")) == 0  # the next run repairs and adds to it
     assert not [p.name for p in study.data.iterdir() if p.name.startswith((".bids.", ".trials.csv"))]

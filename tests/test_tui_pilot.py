@@ -11,15 +11,11 @@ from edge_cer.session.data import read_session
 from edge_cer.session.protocol import Live
 from edge_cer.speech import recognizer as speech_recognizer
 from tests.live_helpers import ScriptedRecognizer
-from tests.tui_helpers import make_app
+from tests.tui_helpers import anyio_backend, make_app, pinned_terminal  # noqa: F401 (fixtures)
 
 SIZE = (100, 36)
 pytestmark = pytest.mark.anyio  # anyio's pytest plugin runs the async tests
 
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
 
 
 async def ready(app, pilot):
@@ -95,7 +91,8 @@ async def test_typed_session_records_every_trial_and_exports(tmp_path):
     assert params["engine"] == "placeholder" and params["seed"] == trials[0]["seed"]
     renders = [json.loads(e["detail"]) | {"phase": e["phase"]} for e in events if e["kind"] == "picture_render"]
     assert [r["phase"] for r in renders] == ["stimulus", "feedback"] * 3
-    assert {(r["mode"], tuple(r["cells"])) for r in renders} == {("halfcell", (48, 24))}
+    # The largest square box that fits 100x36 (less the badge, footer and margins): 32 rows of 20 px = 64 columns of 10.
+    assert {(r["mode"], tuple(r["cells"])) for r in renders} == {("halfcell", (64, 32))}
     assert (tmp_path / "data" / "trials.csv").read_text().count("\n") == 4
     assert (tmp_path / "data" / "bids" / "dataset_description.json").exists()
 

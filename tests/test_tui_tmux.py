@@ -1,5 +1,6 @@
-"""`edge-cer tui` in a real terminal (tmux): ordinary typed sentences (capitals, commas, full stops, apostrophes)
-make pictures that appear on screen and on disk; and the UI starts on the demo's engines and recogniser."""
+"""`edge-cer tui` in a real terminal (tmux): a typed session end to end. Ordinary typed sentences (capitals, commas,
+full stops, apostrophes) make pictures that appear on screen and on disk; the participant reads the protocol's typed
+instructions and never "say out loud" or a quit key. And the UI starts on the demo's engines and recogniser."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 import pytest
 
 from edge_cer.session.data import read_session
+from edge_cer.session.protocol import Instructions
 from tests.session_helpers import protocol_text
 from tests.tui_helpers import DURATIONS
 
@@ -26,14 +28,16 @@ class Terminal:
     def __init__(self, tmp_path, args: str):
         if shutil.which("tmux") is None:
             pytest.skip("tmux is not installed (setup.sh installs it)")
-        self.out, self.seen = tmp_path / "summary.json", []
+        self.out, self.seen, self.shown = tmp_path / "summary.json", [], []  # shown: every screen captured
         self.tmux = ["tmux", "-L", f"edge-cer-test-{os.getpid()}"]
         command = f"{sys.executable} -m edge_cer.cli tui {args} > {self.out}; echo exit=$? >> {self.out}"
         subprocess.run(self.tmux + ["new-session", "-d", "-s", "tui", "-x", "100", "-y", "36", command], check=True,
                        env={**os.environ, "TERM": "xterm-256color"})
 
     def screen(self) -> str:
-        return subprocess.run(self.tmux + ["capture-pane", "-p", "-t", "tui"], capture_output=True, text=True).stdout
+        shown = subprocess.run(self.tmux + ["capture-pane", "-p", "-t", "tui"], capture_output=True, text=True).stdout
+        self.shown.append(shown)
+        return shown
 
     def wait_for(self, text: str, timeout: float = 30) -> str:
         end = time.monotonic() + timeout
@@ -55,7 +59,7 @@ class Terminal:
 def test_typed_sentences_make_pictures_on_screen_and_on_disk(tmp_path):
     protocol = tmp_path / "two-trials.toml"
     protocol.write_text(protocol_text(time_scale=1.0, trials_per_condition=1, feedback='["ai"]')
-                        + DURATIONS.replace("feedback = 0", "feedback = 4"))
+                        + DURATIONS.replace("feedback = 0", "feedback = 4").replace("cue = 0", "cue = 1"))
     data, out = tmp_path / "data", tmp_path / "summary.json"
     term = Terminal(tmp_path, f"--data {data} --protocol {protocol} --placeholder --participant P001 "
                               "--pictures halfcell --min-free-mb 0")
@@ -66,18 +70,19 @@ def test_typed_sentences_make_pictures_on_screen_and_on_disk(tmp_path):
         wait_for("ready")  # the warm-up ran the (placeholder) engine once
         keys("Enter")  # the participant field has focus and holds P001
         wait_for("Press Enter to begin.")
+        started = len(term.shown)
         keys("Enter")
         for trial, text in enumerate(SENTENCES, start=1):
             wait_for("How negative do you feel right now?")
             keys("7")
-            wait_for("Type what you would say")
+            wait_for("Type here, then press Enter")
             keys("-l", text)
             assert text in wait_for(text)
             keys("Enter")
             end, most = time.monotonic() + 30, 0  # the feedback phase: the picture stands for 4 s
             while most <= 500 and time.monotonic() < end:
                 shown = screen()
-                if "Type what you would say" not in shown:  # past the speaking screen
+                if "Type here, then press Enter" not in shown:  # past the speaking screen
                     most = max(most, sum(shown.count(b) for b in HALF_BLOCKS))
                 time.sleep(0.1)
             pictures_seen.append(most)
@@ -93,6 +98,13 @@ def test_typed_sentences_make_pictures_on_screen_and_on_disk(tmp_path):
             time.sleep(0.1)
     finally:
         term.close()
+    # What the participant read: the protocol's typed wording, at the instructions, the cue and while typing.
+    flat = [" ".join(shown.split()) for shown in term.shown]
+    typed = Instructions().for_input(typed=True)
+    for text in (typed.welcome, typed.reappraise, typed.describe, typed.feedback_ai):
+        assert any(text in f for f in flat), f"never shown: {text!r}"
+    assert not any("say out loud" in f or "After speaking" in f for f in flat)
+    assert not any("quit" in f for f in flat[started:]), "the participant's footer offers no quit key"
     printed = out.read_text()
     assert "exit=0" in printed, printed
     summary = json.loads(printed[: printed.rindex("exit=")])

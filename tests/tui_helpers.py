@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from textual_image._terminal import CellSize, get_cell_size
+
 from edge_cer.session.protocol import parse_protocol
 from edge_cer.session.stimuli import synthetic_stimuli
 from edge_cer.tui.app import CerApp, TuiOptions
@@ -25,3 +28,17 @@ def make_app(data_dir: Path, stimuli_dir: Path, **kwargs) -> CerApp:
                          stimuli=synthetic_stimuli(stimuli_dir), placeholder=True, pictures="halfcell",
                          min_free_bytes=0, **kwargs)
     return CerApp(options)
+
+
+@pytest.fixture(autouse=True)
+def pinned_terminal(monkeypatch):
+    """Pictures are letterboxed in pixels: pin the cell size a terminal would report (VT340's), and truecolor.
+    A test module imports this fixture (and `anyio_backend` for async tests) to use it."""
+    monkeypatch.setattr(get_cell_size, "_result", CellSize(10, 20), raising=False)
+    monkeypatch.setenv("COLORTERM", "truecolor")
+
+
+@pytest.fixture
+def anyio_backend():
+    """anyio's pytest plugin runs the async Pilot tests on asyncio."""
+    return "asyncio"

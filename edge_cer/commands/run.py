@@ -26,6 +26,8 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--norms", type=Path, help="an IAPS-style norm table instead of STIMULI/norms.csv")
     parser.add_argument("--data", type=Path, required=True, help="data folder (one per study)")
     parser.add_argument("--engines", type=Path, help="picture engine folder; needed for AI-feedback conditions")
+    parser.add_argument("--server", help="grpc://HOST:PORT of `edge-cer serve` (or Triton serving `edge-cer export "
+                        "triton-repo`): pictures are made there instead of with local --engines (docs/serve.md)")
     parser.add_argument("--placeholder", action="store_true",
                         help="without --engines: AI-feedback trials show placeholder pictures (not AI; rehearsals)")
     add_provider_arguments(parser)  # --provider, --cuda-graphs
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     participant = ScriptedParticipant.from_file(args.scripted)
     participant.require_recogniser(have_asr=args.asr is not None)
     protocol = load_protocol(args.protocol) if args.protocol else None
-    runtime = partial(build_runtime, engines=args.engines, asr=args.asr, provider=args.provider,
+    runtime = partial(build_runtime, engines=args.engines, server=args.server, asr=args.asr, provider=args.provider,
                       backend_options=backend_options(args), placeholder=args.placeholder)
     summary = run_session(
         participant, args.participant, args.data, protocol=protocol, stimuli=args.stimuli, norms=args.norms,

@@ -31,14 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge_cer.headless import repair_exports
     from edge_cer.session.protocol import load_protocol
     from edge_cer.session.stimuli import load_stimuli
     from edge_cer.tui.app import CerApp, TuiOptions
 
     protocol = load_protocol(args.protocol) if args.protocol else load_protocol()
-    if args.engines and args.placeholder:
-        raise EdgeCerError("--placeholder is for runs without --engines; leave one of them out")
-    if protocol.uses_ai_feedback and not (args.engines or args.placeholder):
+    if sum(map(bool, (args.engines, args.server, args.placeholder))) > 1:
+        raise EdgeCerError("--engines, --server and --placeholder: choose one picture source")
+    if protocol.uses_ai_feedback and not (args.engines or args.server or args.placeholder):
         raise EdgeCerError(f"{protocol.source}: has AI-feedback conditions, which need --engines DIR "
                            "(or --placeholder for a rehearsal with placeholder pictures)")
     for option, folder in (("--engines", args.engines), ("--asr", args.asr), ("--stimuli", args.stimuli)):
@@ -46,11 +47,12 @@ def run(args: argparse.Namespace) -> int:
             raise EdgeCerError(f"{option} {folder}: no such folder")
     options = TuiOptions(
         data_dir=args.data, protocol=protocol, stimuli=load_stimuli(args.stimuli, args.norms) if args.stimuli else None,
-        engines=args.engines, placeholder=args.placeholder, asr=args.asr, provider=args.provider,
+        engines=args.engines, server=args.server, placeholder=args.placeholder, asr=args.asr, provider=args.provider,
         backend_options=backend_options(args), typing=args.typing,
         pictures=args.pictures,
         participant=args.participant, key_file=args.key_file, min_free_bytes=int(args.min_free_mb * 1e6),
     )
+    repair_exports(args.data)  # a kill during an earlier export is repaired before this session starts
     summary = CerApp(options).run()
     print(json.dumps(summary, indent=2))
     return 0

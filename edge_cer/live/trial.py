@@ -15,6 +15,8 @@ The final transcript cancels every speculative run with another prompt; when the
 the final one, its picture is used and no final generation runs (same seed, so it is the same picture). Every
 picture passes the safety gate; a blocked picture of the final prompt is regenerated with the next seed while the
 gate allows. At the deadline `result()` returns what `[live] on_deadline` says, without waiting for the worker.
+A generator that is gone for good (`GeneratorLost`: its server died) ends the trial at once: `result()` raises it, so
+the session stops (resumable) instead of recording every later AI trial without a picture.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from edge_cer.affect.gate import PictureScorer, SafetyGate
 from edge_cer.affect.safety import REGENERATE, GateDecision, SafetyPolicy
 from edge_cer.engine import GeneratedPicture
+from edge_cer.errors import GeneratorLost
 from edge_cer.session.prompt import PromptBuilder
 from edge_cer.session.protocol import Generation, Live
 
@@ -109,6 +112,7 @@ class LiveTrial:
         self._closed = False
         self.precompute_error: str | None = None
         self.worker_error: str | None = None
+        self.lost: GeneratorLost | None = None  # the generator is gone: result() raises it
         self._thread = threading.Thread(target=self._work, args=(precompute,), name="live-generation", daemon=True)
         self._thread.start()
 
@@ -143,8 +147,10 @@ class LiveTrial:
         with self._cond:
             if self._final is None:
                 raise RuntimeError("LiveTrial.result() before final()")
-            while self._outcome is None and (left := self._deadline_ns - self.clock()) > 0:
+            while self._outcome is None and self.lost is None and (left := self._deadline_ns - self.clock()) > 0:
                 self._cond.wait(left / NS)
+            if self.lost is not None:
+                raise self.lost
             if self._outcome is None:
                 self._outcome = dataclasses.replace(self._select("deadline: the final picture was not ready in time"),
                                                     deadline_missed=True)
@@ -170,6 +176,9 @@ class LiveTrial:
         if precompute and hasattr(self.generator, "precompute"):
             try:
                 self.generator.precompute(self.stimulus_path)  # image embeddings + latents before speech
+            except GeneratorLost as exc:
+                self._lose(exc)
+                return
             except Exception as exc:  # noqa: BLE001 - logged; generate() meets (and records) the same problem
                 self.precompute_error = f"{type(exc).__name__}: {exc}"
         try:
@@ -225,6 +234,9 @@ class LiveTrial:
             picture = self.generator.generate(self.stimulus_path, job.prompt, seed=job.seed, strength=g.strength,
                                               ip_scale=g.ip_scale, steps=g.steps,
                                               callback_on_step_end=lambda *_: self._stale(job) is None)
+        except GeneratorLost as exc:
+            picture, job.why = None, f"{type(exc).__name__}: {exc}"
+            self._lose(exc)
         except Exception as exc:  # noqa: BLE001 - recorded; the trial goes on without this picture
             picture, job.why = None, f"{type(exc).__name__}: {exc}"
         with self._cond:
@@ -240,6 +252,11 @@ class LiveTrial:
                 job.decision = self.gate.check(picture, attempt=attempt, time_left_s=left,
                                                expected_generation_s=(job.ended_ns - job.started_ns) / NS)
             self._running = None
+            self._cond.notify_all()
+
+    def _lose(self, exc: GeneratorLost) -> None:
+        with self._cond:
+            self.lost, self._closed = exc, True  # no more jobs: the worker ends
             self._cond.notify_all()
 
     def _stale(self, job: EngineRun) -> str | None:

@@ -153,6 +153,25 @@ class Instructions:
     feedback_none: str = "After speaking the screen stays empty for a moment."
     block_break: str = "Take a short break. Continue when you are ready."
     end: str = "Thank you, the session is complete."
+    # The same instructions when the reappraisal is typed (no recogniser or microphone, or `edge-cer tui --typing`):
+    # a participant who types must never be told to speak. Change each text together with its typed twin.
+    typed_welcome: str = (
+        "You will see pictures, some of them unpleasant. After each picture a word tells you what to do, "
+        "then you type for a while, and you rate how negative you feel."
+    )
+    typed_reappraise: str = "REAPPRAISE: type a way of seeing the picture that makes it less negative."
+    typed_describe: str = "DESCRIBE: type what you see in the picture, plainly and objectively."
+    typed_feedback_ai: str = "After typing you will see a picture made from what you wrote."
+    typed_feedback_none: str = "After typing the screen stays empty for a moment."
+
+    def for_input(self, typed: bool) -> Instructions:
+        """The wording for the input in use: when typing, each `typed_*` text replaces its spoken twin."""
+        if not typed:
+            return self
+        return dataclasses.replace(self, **{name: getattr(self, f"typed_{name}") for name in TYPED_TWINS})
+
+
+TYPED_TWINS = ("welcome", "reappraise", "describe", "feedback_ai", "feedback_none")
 
 
 @dataclass(frozen=True)
@@ -325,6 +344,12 @@ def _check(p: Protocol) -> None:
         refuse("[live] end_of_turn_s", f"= {lv.end_of_turn_s}", f"use 0 to {MAX_PHASE_S} seconds of silence, e.g. 0.8")
     if lv.on_deadline not in ("best", "none"):
         refuse("[live] on_deadline", f"= {lv.on_deadline!r}", 'use "best" or "none"')
+    ins, default = p.instructions, Instructions()
+    for name in TYPED_TWINS:
+        typed = f"typed_{name}"
+        if getattr(ins, name) != getattr(default, name) and getattr(ins, typed) == getattr(default, typed):
+            refuse(f"[instructions] {name}", "is changed but its typed twin is not",
+                   f"set typed_{name} too (shown when the participant types)")
     sf = p.safety
     if sf.max_valence_drop < 0 or sf.max_red_share_increase < 0 or not 0 < sf.concept_threshold <= 1 or sf.max_attempts < 1:
         refuse("[safety]", f"= {dataclasses.asdict(sf)}",

@@ -2,7 +2,11 @@
 
 Every session verb is called here, on the event loop's thread (the session's SQLite connection belongs to it);
 blocking work (loading, warm-up, listening, waiting for the picture) runs in thread workers and comes back as
-messages. Phases end by a timer at `phase.due_ns`, a rating, a final transcript or an acknowledgement.
+messages. Phases end by a timer at `phase.due_ns`, a rating, a final transcript or an acknowledgement, and each of
+those is checked against the phase it was meant for: a timer, picture or recogniser event carries the phase's token,
+a participant's answer names its phase, and neither moves the session on once that phase has ended or while it is
+paused. Every overlay (help, experimenter, command palette) opened over a running phase pauses the session; closing
+it restarts that phase in full (the log keeps both onsets).
 
 Pictures come from the runtime's live pipeline, as in `edge-cer run`: while the participant speaks, its partial
 transcripts start speculative generations; the final transcript (spoken or typed) decides the picture, which the
@@ -11,6 +15,7 @@ safety gate checked, within the protocol's deadline. The session is handed the p
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ import numpy as np
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.command import CommandPalette
 from textual.message import Message
 from textual.screen import Screen
 from textual.theme import Theme
@@ -31,14 +37,15 @@ from edge_cer.runtime import Runtime, build_runtime
 from edge_cer.session import bids
 from edge_cer.session.data import read_session
 from edge_cer.session.opening import open_session
-from edge_cer.session.phases import NS, Phase, Session
+from edge_cer.session.phases import NS, RESPONSE_PHASES, Phase, Session
 from edge_cer.session.protocol import Protocol, load_protocol
 from edge_cer.session.stimuli import StimulusSet, synthetic_stimuli
 from edge_cer.tui.screens.experimenter import ExperimenterScreen
 from edge_cer.tui.screens.help import HelpScreen
-from edge_cer.tui.screens.session import SessionScreen
+from edge_cer.tui.screens.session import MESSAGE_HINTS, SessionScreen
 from edge_cer.tui.screens.setup import SetupScreen
 from edge_cer.tui.speech import microphone_problem
+from edge_cer.tui.terminal import GRAPHICS, colour_warning
 from edge_cer.tui.widgets.picture import PictureView, mode_name
 
 # Calm: muted blue-green on slate, amber for warnings, and no red anywhere (error is amber too).
@@ -46,6 +53,7 @@ CALM = Theme(name="edge-cer-calm", primary="#7fa7c9", secondary="#8fbcaa", accen
              error="#d4b36f", success="#8fbcaa", foreground="#d8dde6", background="#1e2228", surface="#252a31",
              panel="#2d333b", dark=True)
 LAST_TRIALS = 5  # rows of the experimenter's latency table
+TICK_S = 0.5  # how often the time-left bar moves while the participant speaks or types
 
 
 @dataclass
@@ -56,6 +64,7 @@ class TuiOptions:
     protocol: Protocol | None = None
     stimuli: StimulusSet | None = None
     engines: Path | None = None  # the picture engine folder (edge-cer export sd)
+    server: str | None = None  # grpc://HOST:PORT of `edge-cer serve`, instead of engines (docs/serve.md)
     placeholder: bool = False  # no engine: AI-feedback trials get PlaceholderGenerator pictures (not AI)
     asr: Path | None = None  # the speech recogniser folder; without it the reappraisal is typed
     provider: str = "cpu"  # where the picture engine runs (edge_cer.backends.PROVIDERS)
@@ -74,10 +83,11 @@ class CerApp(App[dict]):
     CSS_PATH = "app.tcss"
     TITLE = "edge-cer"
     ENABLE_COMMAND_PALETTE = True
+    # The participant's footer shows F1 only; F2 and Ctrl+Q are the experimenter's (listed in help and the overlay).
     BINDINGS = [
         Binding("f1", "help", "help"),
-        Binding("f2", "experimenter", "experimenter"),
-        Binding("ctrl+q", "quit", "quit (saved)", priority=True),
+        Binding("f2", "experimenter", "experimenter", show=False),
+        Binding("ctrl+q", "quit", "quit (saved)", show=False, priority=True),
     ]
 
     class WarmupStep(Message):
@@ -130,14 +140,19 @@ class CerApp(App[dict]):
         engine = self.runtime.engine_name if self.runtime else "loading…"
         if o.engines is not None and self.runtime is not None:
             engine = f"{o.engines.name}: {engine}"
-        self._setup().facts = (
-            ("protocol", f"{p.name}: {p.design.trials_per_condition} trials x {conditions}"),
+        mode = mode_name(o.pictures)
+        setup = self._setup()
+        setup.facts = (
+            ("protocol", f"{p.name}: {p.design.trials_per_condition} per condition x {conditions}"),
             ("stimuli", "synthetic (never for research)" if self.stimuli is None or self.stimuli.synthetic
              else self.stimuli.folder.name),
             ("pictures", engine if p.uses_ai_feedback else "not used (no AI-feedback condition)"),
+            ("provider", o.provider if o.engines is not None else "none (no engine folder)"),
             ("speech", self.speech_status),
-            ("display", f"pictures drawn as {mode_name(o.pictures)}"),
+            ("display", f"{GRAPHICS.get(mode, mode)}{', forced by --pictures' if o.pictures != 'auto' else ''}; "
+                        f"{self.console.color_system or 'no'} colours"),
         )
+        setup.warning = colour_warning(self.console.color_system) or ""
 
     def _setup(self) -> SetupScreen:
         return next(s for s in self.screen_stack if isinstance(s, SetupScreen))
@@ -156,13 +171,13 @@ class CerApp(App[dict]):
                 problem = microphone_problem() if o.audio_source is None else None
                 speech, asr = (f"typed entry: {problem}", None) if problem else ("live speech", o.asr)
             step(self.WarmupStep(1, total, "loading the picture engine and the speech recogniser"))
-            runtime = build_runtime(self.protocol, engines=o.engines, asr=asr, provider=o.provider,
+            runtime = build_runtime(self.protocol, engines=o.engines, server=o.server, asr=asr, provider=o.provider,
                                     backend_options=o.backend_options, placeholder=o.placeholder)
             step(self.WarmupStep(2, total, "warm-up: one picture, one second of silence"))
             runtime.warm_up(self.stimuli.stimuli[0].path)
             self.runtime, self.typing = runtime, runtime.recognizer is None
             if runtime.recognizer is not None:
-                speech = f"live speech ({runtime.recognizer.__class__.__name__})"
+                speech = f"live speech: {o.asr.name} ({runtime.recognizer.__class__.__name__})"
             self.speech_status = speech
             self.call_from_thread(self._show_facts)
             step(self.WarmupStep(total, total, "ready", ready=True))
@@ -183,7 +198,9 @@ class CerApp(App[dict]):
                 message.label, self.options.data_dir, protocol=None if message.resume else self.protocol,
                 stimuli=self.stimuli, resume=message.resume, key_file=self.options.key_file,
                 min_free_bytes=self.options.min_free_bytes)
-            self.session = Session(protocol, plan, store)
+            # The participant reads the protocol's wording for the input in use: never "say out loud" when typing.
+            wording = dataclasses.replace(protocol, instructions=protocol.instructions.for_input(self.typing))
+            self.session = Session(wording, plan, store)
             self.runtime = self.runtime.with_protocol(protocol)  # a resumed session keeps its own protocol
         except EdgeCerError as exc:
             if store is not None:
@@ -193,7 +210,8 @@ class CerApp(App[dict]):
         self.protocol = protocol
         self.summary = {"session_code": store.code, "participant": store.meta["participant"],
                         "session": store.meta["session"], "folder": str(store.folder)}
-        await self.switch_screen(SessionScreen(protocol, self.typing, self.options.pictures))
+        await self.switch_screen(SessionScreen(self.session.protocol, self.typing, self.options.pictures))
+        self.set_interval(TICK_S, self._tick)
         self.advance()
 
     # ---- driving the session ----
@@ -240,7 +258,19 @@ class CerApp(App[dict]):
         view = self._screen().query_one(PictureView)
         self.session.store.log_event(
             self.session.attempt, phase.trial.trial, phase.name, "picture_render", self.session.clock.now_ns(),
-            mode=view.mode, cells=list(view.box_cells()), pixels=list(view.box_pixels()), file=phase.picture.name)
+            mode=view.mode, cells=list(view.box), pixels=list(view.box_pixels()), file=phase.picture.name)
+
+    def _tick(self) -> None:
+        """Move the time-left bar while the participant speaks or types (it stops with a pause or an answer)."""
+        phase = self.session.current if self.session is not None else None
+        if phase is None or self.session.paused or self._answered or not (
+                phase.name == "regulate" and phase.trial.condition.speaks):
+            return
+        self._screen().time_left = max(0.0, (phase.due_ns - self.session.clock.now_ns()) / NS)
+
+    def _answers_current(self, phase: Phase) -> bool:
+        """Whether an answer belongs to the phase now running (not to one that ended, nor to a paused one)."""
+        return self.session is not None and phase is self.session.current and not self.session.paused
 
     def _time_up(self, token: int) -> None:
         if token != self._token or self.session.paused:
@@ -304,36 +334,55 @@ class CerApp(App[dict]):
     @on(SessionScreen.Typed)
     def typed(self, message: SessionScreen.Typed) -> None:
         """A typed reappraisal is the final transcript."""
-        if self.session.current.name == "regulate" and not self._answered and not self.session.paused:
+        if self._answers_current(message.phase) and message.phase.name == "regulate" and not self._answered:
             self._final(message.text)
 
     @on(SessionScreen.Acknowledged)
-    def acknowledged(self) -> None:
+    def acknowledged(self, message: SessionScreen.Acknowledged) -> None:
         """Instructions, a break or the end screen was read."""
-        self.advance()
+        if self._answers_current(message.phase) and message.phase.name in MESSAGE_HINTS:
+            self.advance()
 
-    def on_rating_scale_chosen(self, message) -> None:
-        if self.session.current.name in ("rating_pre", "rating_post") and not self.session.paused:
+    @on(SessionScreen.Rated)
+    def rated(self, message: SessionScreen.Rated) -> None:
+        """A rating ends its rating phase."""
+        if self._answers_current(message.phase) and message.phase.name in RESPONSE_PHASES:
             self.session.submit_rating(message.value)
             self.advance()
 
-    # ---- the experimenter ----
+    # ---- overlays and the experimenter ----
+
+    def _cover(self, screen: Screen, on_close: Callable | None = None) -> None:
+        """Open an overlay. Over a running phase it pauses the session first (timers and listening stop, nothing
+        typed reaches the phase), and closing it restarts that phase in full (`on_close`: the experimenter's verbs)."""
+        pausing = self.session is not None and self.session.current is not None and not self.session.paused
+        if pausing:
+            self._leave_phase()
+            self.session.pause()
+        self.push_screen(screen, (on_close or self._uncover) if pausing else None)
+
+    def _uncover(self, _result=None) -> None:
+        if self.session is not None and self.session.paused:
+            self._show(self.session.resume())
 
     def action_experimenter(self) -> None:
         """Pause the session and open the experimenter overlay."""
         if self.session is None or self.session.current is None or self.session.paused:
             return
-        self._leave_phase()
-        self.session.pause()
         phase = self.session.current
-        where = f"trial {phase.trial.trial} · {phase.name}" if phase.trial else phase.name
+        trial = phase.trial
+        where = phase.name if trial is None else (
+            f"trial {trial.trial}{' (practice)' if trial.practice else ''} · {trial.condition.strategy}, "
+            f"{'AI picture' if trial.condition.feedback == 'ai' else 'no picture'} · {phase.name}")
         _, trials, _ = read_session(self.session.store.folder)
-        self.push_screen(ExperimenterScreen(where, trials[-LAST_TRIALS:]), self._experimenter_done)
+        self._cover(ExperimenterScreen(where, trials[-LAST_TRIALS:]), self._experimenter_done)
 
     def _experimenter_done(self, result: tuple[str, str]) -> None:
         verb, reason = result
         if verb == "abort":
             self.session.abort(reason)
+            return self.finish()
+        if verb == "quit":
             return self.finish()
         phase = self.session.resume()
         if verb == "skip" and self.session.skip_trial(reason):
@@ -343,7 +392,12 @@ class CerApp(App[dict]):
     def action_help(self) -> None:
         """Show every key."""
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self._cover(HelpScreen())
+
+    def action_command_palette(self) -> None:
+        """The command palette is an overlay like the others: it pauses a running session."""
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self._cover(CommandPalette(id="--command-palette"))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -1,4 +1,6 @@
-"""The experimenter overlay: the session is paused while it is open; resume, skip the trial or abort with a reason."""
+"""The experimenter overlay: the session is paused while it is open; resume, skip the trial, abort with a reason, or
+quit (the session stays resumable). It shows where the session is and the last trials: ratings, whether the AI
+picture was shown, blocked or missing, and the latencies."""
 
 from __future__ import annotations
 
@@ -7,20 +9,49 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from edge_cer.tui.widgets.calm_input import CalmInput
-from textual.widgets import Button, DataTable, Input, Static
+from textual.widgets import Button, DataTable, Footer, Input, Static
 
-# trial-row column -> heading; latencies are seconds from the onset of speaking (docs/session.md)
-LATENCY_COLUMNS = {"trial": "trial", "strategy": "strategy", "feedback": "feedback", "status": "status",
-                   "transcript_final_s": "transcript s", "picture_ready_s": "picture ready s",
-                   "picture_shown_s": "picture shown s"}
+from edge_cer.tui.widgets.calm_input import CalmInput
+
+
+def _seconds(value) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _picture(row: dict) -> str:
+    """What the feedback phase showed: the AI picture, none because the safety gate blocked it, or none at all."""
+    if row.get("feedback") != "ai":
+        return "no AI"
+    if row.get("picture_shown"):
+        return "shown"
+    return "blocked" if row.get("safety_blocked") else "none"
+
+
+def _ratings(row: dict) -> str:
+    pre, post = (("–" if row.get(k) is None else str(row[k])) for k in ("rating_pre", "rating_post"))
+    return f"{pre} → {post}"
+
+
+# heading -> cell of a trial row; latencies are seconds from the onset of speaking (docs/session.md). Fits 120 columns.
+COLUMNS = {
+    "trial": lambda r: f"{r['trial']}{'p' if r.get('practice') else ''}",
+    "condition": lambda r: f"{r['strategy']}/{r['feedback']}",
+    "status": lambda r: r["status"],
+    "ratings": _ratings,
+    "picture": _picture,
+    "text s": lambda r: _seconds(r.get("transcript_final_s")),
+    "ready s": lambda r: _seconds(r.get("picture_ready_s")),
+    "shown s": lambda r: _seconds(r.get("picture_shown_s")),
+    "gen s": lambda r: _seconds(r.get("generation_s")),
+}
 
 
 class ExperimenterScreen(ModalScreen[tuple[str, str]]):
-    """Dismisses with (verb, reason): verb is resume, skip or abort."""
+    """Dismisses with (verb, reason): verb is resume, skip, abort or quit."""
 
     CSS_PATH = "overlay.tcss"
-    BINDINGS = [Binding("escape", "resume", "resume")]
+    BINDINGS = [Binding("escape", "resume", "resume"),
+                Binding("ctrl+q", "app.quit", "quit (saved, resume later)", priority=True)]
 
     def __init__(self, where: str, last_trials: list[dict]):
         super().__init__()
@@ -29,7 +60,9 @@ class ExperimenterScreen(ModalScreen[tuple[str, str]]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Static("Experimenter · session paused", classes="title")
-            yield Static(self.where, id="where")
+            yield Static(f"now: {self.where}", id="where")
+            yield Static(f"last {len(self.last_trials)} trials · latencies in seconds from the start of speaking",
+                         classes="caption")
             yield DataTable(id="latency", cursor_type="none", zebra_stripes=True)
             yield CalmInput(placeholder="reason (required to abort, optional to skip)", id="reason")
             yield Static(id="problem")
@@ -37,12 +70,14 @@ class ExperimenterScreen(ModalScreen[tuple[str, str]]):
                 yield Button("Resume", id="resume", variant="primary")
                 yield Button("Skip trial", id="skip")
                 yield Button("Abort session", id="abort", variant="warning")
+                yield Button("Quit (saved)", id="quit")
+        yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns(*LATENCY_COLUMNS.values())
+        table.add_columns(*COLUMNS)
         for row in self.last_trials:
-            table.add_row(*("" if row.get(c) is None else str(row[c]) for c in LATENCY_COLUMNS))
+            table.add_row(*(cell(row) for cell in COLUMNS.values()))
         self.query_one("#resume", Button).focus()
 
     def action_resume(self) -> None:
@@ -58,6 +93,11 @@ class ExperimenterScreen(ModalScreen[tuple[str, str]]):
     def skip(self) -> None:
         """Record the current trial as skipped and go on."""
         self.dismiss(("skip", self.query_one("#reason", Input).value.strip()))
+
+    @on(Button.Pressed, "#quit")
+    def quit(self) -> None:
+        """Close the app; the session stays resumable (everything so far is saved)."""
+        self.dismiss(("quit", ""))
 
     @on(Button.Pressed, "#abort")
     def abort(self) -> None:

@@ -1,19 +1,23 @@
-"""The experimenter's setup: participant label, session, protocol, engine and ASR status, and the warm-up."""
+"""The experimenter's setup: participant label, session, protocol, engines, provider, speech input, the terminal's
+picture and colour capability, and the warm-up."""
 
 from __future__ import annotations
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import var
 from textual.screen import Screen
-from edge_cer.tui.widgets.calm_input import CalmInput
 from textual.widgets import Button, Checkbox, Footer, Input, Label, ProgressBar, Static
+
+from edge_cer.tui.widgets.calm_input import CalmInput
 
 
 class SetupScreen(Screen):
     CSS_PATH = "setup.tcss"
+    BINDINGS = [Binding("ctrl+q", "app.quit", "quit", priority=True)]  # the experimenter's screen names quitting
 
     class Begin(Message):
         """The experimenter starts (or resumes) the participant's session."""
@@ -26,6 +30,7 @@ class SetupScreen(Screen):
     warmup: var[tuple[int, int, str]] = var((0, 1, "warming up"))  # steps done, steps, what runs now
     ready: var[bool] = var(False)  # the warm-up has run: starting is allowed
     problem: var[str] = var("")
+    warning: var[str] = var("")  # one line about the terminal (only 256 colours), shown above the warm-up
 
     def __init__(self, label: str = ""):
         super().__init__()
@@ -35,6 +40,7 @@ class SetupScreen(Screen):
         with Vertical(id="panel"):
             yield Static("edge-cer · session setup", id="title")
             yield Static(id="facts")
+            yield Static(id="warning")
             with Horizontal(id="who"):
                 yield Label("Participant", id="label-caption")
                 yield CalmInput(self._label, placeholder="lab code, e.g. P017 (never a name)", id="label")
@@ -55,6 +61,10 @@ class SetupScreen(Screen):
 
     def watch_ready(self, ready: bool) -> None:
         self.query_one("#start", Button).disabled = not ready
+
+    def watch_warning(self, warning: str) -> None:
+        self.query_one("#warning", Static).update(warning)
+        self.query_one("#warning").display = bool(warning)
 
     def watch_problem(self, problem: str) -> None:
         self.query_one("#problem", Static).update(problem)

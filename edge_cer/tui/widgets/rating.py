@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from textual.binding import Binding
+from textual.containers import Center, Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import var
 from textual.widget import Widget
 from textual.widgets import Static
-from textual.containers import Horizontal
 
 
 class RatingScale(Widget, can_focus=True):
@@ -31,17 +31,19 @@ class RatingScale(Widget, can_focus=True):
 
     def compose(self):
         yield Static(id="question")
-        yield Horizontal(id="points")
-        with Horizontal(id="anchors"):
-            yield Static(id="low-label")
-            yield Static(id="high-label")
+        with Center(), Vertical(id="scale"):  # the scale centred under the question, its anchors at its ends
+            yield Horizontal(id="points")
+            with Horizontal(id="anchors"):
+                yield Static(id="low-label")
+                yield Static(id="high-label")
 
-    def ask(self, question: str, low: int, high: int, low_label: str, high_label: str) -> None:
-        """Show a new question with nothing selected."""
+    def ask(self, question: str, low: int, high: int, low_label: str, high_label: str, keep: bool = False) -> None:
+        """Show a new question with nothing selected (`keep`: the same question again, its selection kept)."""
         self.query_one("#question", Static).update(question)
         self.query_one("#low-label", Static).update(f"{low} = {low_label}")
         self.query_one("#high-label", Static).update(f"{high} = {high_label}")
-        self.selected = None
+        if not keep:
+            self.selected = None
         if (low, high) != (self.low, self.high) or not self.query(".point"):  # the points are built once per scale
             self.low, self.high = low, high
             points = self.query_one("#points", Horizontal)
