@@ -7,7 +7,8 @@ Each recording is replayed at microphone timing (each chunk after its last sampl
 while `LiveTrial` generates, exactly as in a session, on the parts `edge_cer.runtime` builds; modes alternate per recording so machine load hits both alike. Measured per trial, on one
 monotonic clock: end of speech (the recogniser's endpoint mapped from audio time), the final transcript (the end
 of the turn, `[live] end_of_turn_s` of silence later), and the moment the picture can be shown: max(picture ready,
-final transcript), since no picture is shown before the final transcript decides which one. The deadline is lifted (60 s) so the true latency is measured, not the fallback.
+final transcript), since no picture is shown before the final transcript decides which one. The deadline is lifted
+(60 s) so the true latency is measured, not the fallback.
 Warm-up (not measured): one generation and one replay.
 """
 
