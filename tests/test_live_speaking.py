@@ -78,7 +78,8 @@ def test_the_picture_starts_at_a_final_and_is_used_when_the_turn_ends_there(tmp_
     generator = StepGenerator(step_s=0.02)  # 4 steps: 0.08 s, well inside the end-of-turn silence
     live, trial = pipeline(tmp_path, generator)
     heard, outcome = speak_turn(live, trial, [(0.3, "final", f"{FIRST} {REST}")])
-    assert outcome.source == "speculative" and outcome.prompt == "the man isn't hurt he's being helped and he'll recover soon"
+    assert outcome.source == "speculative"
+    assert outcome.prompt == "the man isn't hurt he's being helped and he'll recover soon"
     run = outcome.generations[0]
     assert len(outcome.generations) == 1 and outcome.ready_ns < heard.final_ns, "ready before the turn ended"
     # Started at the final, not a debounce (0.3 s) later: the end-of-turn wait hides the generation.

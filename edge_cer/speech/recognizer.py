@@ -132,7 +132,7 @@ class SpeechStream:
         self.speaking = False
         self.voice_buffer = np.zeros(0, np.float32)  # samples the voice detector has not yet read
         self.speculative: Speculation | None = None  # vad mode: the final decoded at the first silent window
-        self.pause_at = 0  # sample where speech last stopped (vad: the voice detector went silent; streaming: a token ended)
+        self.pause_at = 0  # sample where speech last stopped (vad: the voice went silent; streaming: a token ended)
         self.first_voice: int | None = None  # vad mode: sample where the voice detector first heard voice
         self.pending = np.zeros(0, np.float32)  # accepted, not yet fed to sherpa
         self.utterance: list[np.ndarray] = []  # samples since the last final (two-pass / vad partials)
