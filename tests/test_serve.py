@@ -109,10 +109,11 @@ def test_two_sessions_at_once_equal_local_generation(server, tiny_export, dark_s
 @needs_server
 def test_server_killed_mid_request_one_line_error_and_the_session_resumes(server, tiny_export, dark_stimuli,
                                                                            tmp_path):
-    # Slow pictures (80 txt2img steps, a second or more) so that the kill lands while the second one is made.
+    # Slow pictures (600 txt2img steps: a few seconds even on an idle machine; 80 finished within the 0.3 s below)
+    # and a deadline they cannot miss, so that the kill lands while the second one is made.
     protocol = tmp_path / "slow.toml"
     protocol.write_text(protocol_text(trials_per_condition=1, feedback='["ai"]')
-                        + "[generation]\nsteps = 80\nstrength = 1.0\n")
+                        + "[generation]\nsteps = 600\nstrength = 1.0\n[live]\ndeadline_s = 120.0\n")
     doomed = ServeProcess(tiny_export(), tmp_path / "serve.log", "--drain-s", "2").start()
     data = tmp_path / "data"
     run = _run("--server", doomed.url, data=data, participant="P003", protocol=protocol, stimuli=dark_stimuli,
