@@ -7,9 +7,15 @@ import json
 import numpy as np
 import pytest
 
+from edge_cer import cli
+from edge_cer.engine import PlaceholderGenerator
+from edge_cer.errors import GeneratorLost
+from edge_cer.runtime import build_runtime
 from edge_cer.session.data import read_session
 from edge_cer.speech import recognizer as speech_recognizer
 from edge_cer.speech.recognizer import Final, Partial
+from edge_cer.tui import app as tui_app
+from edge_cer.tui.screens.lost import LostScreen
 from tests.tui_helpers import anyio_backend, make_app, pinned_terminal  # noqa: F401 (fixtures)
 
 SIZE = (100, 36)
@@ -209,3 +215,73 @@ async def test_live_speech_partials_and_final_reach_the_session(tmp_path, monkey
     assert trials[0]["transcript"] == "they are only actors" and trials[0]["picture_file"]
     assert any(e["kind"] == "partial" and json.loads(e["detail"])["text"] == "they are" for e in events)
     assert trials[0]["speech_end_s"] == pytest.approx(0.25, abs=1e-6)  # the recogniser's endpoint, on the phase clock
+
+
+class LosingGenerator(PlaceholderGenerator):
+    """The placeholder engine, whose server "dies" at a picture for a reappraisal that says so."""
+
+    def generate(self, stimulus_path, prompt, **kwargs):
+        if "server dies" in prompt:
+            raise GeneratorLost("grpc://gpu-box:8001: the server stopped answering during a request (UNAVAILABLE); "
+                                "start `edge-cer serve` again, then continue the session with --resume")
+        return super().generate(stimulus_path, prompt, **kwargs)
+
+
+async def test_a_lost_picture_server_stops_the_session_resumably(tmp_path, monkeypatch):
+    """GeneratorLost in an AI trial: one calm line, no traceback, the earlier trial kept, the lost one not recorded;
+    a resume repeats the lost trial and finishes the session."""
+    monkeypatch.setattr(tui_app, "build_runtime", lambda protocol, **_: build_runtime(
+        protocol, generator=LosingGenerator()))
+    kwargs = dict(trials_per_condition=1, feedback='["ai"]')
+    app = make_app(tmp_path / "data", tmp_path / "stimuli", server="grpc://gpu-box:8001", placeholder=False, **kwargs)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await pilot.press("enter")
+        await run_trial(app, pilot, "5", "just a picture", ["4"])
+        await acknowledge(app, pilot, "break")
+        await phase_is(app, pilot, "rating_pre")
+        await pilot.press("6")
+        await phase_is(app, pilot, "regulate")
+        await pilot.press(*"then the server dies", "enter")
+        for _ in range(200):
+            if isinstance(app.screen, LostScreen):
+                break
+            await pilot.pause(0.02)
+        assert isinstance(app.screen, LostScreen) and app.session is None  # the data are closed before it shows
+        line = str(app.screen.query_one("#lost").render())
+        assert "lost in trial 2" in line and "resume" in line and "--server grpc://gpu-box:8001" in line
+        await pilot.press("enter")
+        await pilot.pause()
+    assert app._exception is None and app.return_code == 0  # no traceback: the app ended by itself
+    first = app.return_value
+    assert first["state"] == "running" and first["trials_recorded"] == 1 and "lost in trial 2" in first["stopped"]
+    _, trials, events = read_session(first["folder"])
+    assert [(t["trial"], t["status"], t["transcript"]) for t in trials] == [(1, "completed", "just a picture")]
+    lost = [e for e in events if e["kind"] == "generator_lost"]
+    assert len(lost) == 1 and lost[0]["trial"] == 2 and "UNAVAILABLE" in json.loads(lost[0]["detail"])["reason"]
+    assert not (tmp_path / "data" / "trials.csv").exists()  # a running session is not exported
+
+    app = make_app(tmp_path / "data", tmp_path / "stimuli", server="grpc://gpu-box:8001", placeholder=False, **kwargs)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot, resume=True)
+        assert app.session is not None, app._setup().problem
+        await pilot.press("enter")
+        await run_trial(app, pilot, "6", "it looks staged", ["5"])
+        await acknowledge(app, pilot, "end")
+    second = app.return_value
+    assert second["session_code"] == first["session_code"] and second["state"] == "completed"
+    assert "stopped" not in second
+    _, trials, events = read_session(second["folder"])
+    assert [(t["trial"], t["status"], t["transcript"], t["attempt"], t["picture_shown"]) for t in trials] == [
+        (1, "completed", "just a picture", 1, 1), (2, "completed", "it looks staged", 2, 1)]
+    assert any(e["kind"] == "interrupted" for e in events)
+
+
+def test_tui_prints_the_summary_then_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
+    """The command: a session stopped by a lost server prints its summary, then one line on stderr (status 2)."""
+    stopped = "the picture server was lost in trial 2 (...); every finished trial is saved and the session can be resumed"
+    monkeypatch.setattr(tui_app.CerApp, "run", lambda self: {"state": "running", "stopped": stopped})
+    assert cli.main(["tui", "--data", str(tmp_path / "data"), "--server", "grpc://gpu-box:8001"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["stopped"] == stopped
+    assert err == f"edge-cer tui: error: {stopped}\n" and "Traceback" not in err
