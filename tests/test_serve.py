@@ -216,3 +216,68 @@ def test_service_refuses_bad_requests_and_serves_local_pictures(tiny_export, sti
     local = EngineGenerator(pipeline).render(load_image(stimulus_png), "he is safe now", seed=2, strength=0.6,
                                              ip_scale=0.6, steps=2)
     assert png == local.png and record["params"] == local.params
+
+
+@pytest.mark.slow
+@needs_server
+def test_tui_server_killed_mid_request_one_calm_line_and_the_session_resumes(server, tiny_export, dark_stimuli,
+                                                                              tmp_path):
+    """`edge-cer tui --server` in a real terminal (tmux): kill -9 of the server while trial 2's picture is made. The
+    experimenter reads one line on screen; the app exits 2 with the summary and that line on stderr, no traceback;
+    the session keeps trial 1 and resumes against a running server."""
+    from tests.test_tui_tmux import Terminal
+    from tests.tui_helpers import DURATIONS
+
+    protocol = tmp_path / "slow.toml"
+    # Slow pictures (600 txt2img steps, about a second) so that the kill lands while trial 2's is made.
+    protocol.write_text(protocol_text(time_scale=1.0, trials_per_condition=1, feedback='["ai"]') + DURATIONS
+                        + "[generation]\nsteps = 600\nstrength = 1.0\n[live]\ndeadline_s = 60\n")
+    doomed = ServeProcess(tiny_export(), tmp_path / "serve.log", "--drain-s", "2").start()
+    data = tmp_path / "data"
+    term = Terminal(tmp_path, f"--data {data} --protocol {protocol} --stimuli {dark_stimuli} --server {doomed.url} "
+                              "--participant P004 --pictures halfcell --min-free-mb 0", linger=True)
+    try:
+        term.wait_for("ready", timeout=120)
+        term.keys("Enter")
+        term.wait_for("Press Enter to begin.")
+        term.keys("Enter")
+        for trial in (1, 2):
+            term.wait_for("How negative do you feel right now?", timeout=60)
+            term.keys("7")
+            term.wait_for("Type here, then press Enter")
+            term.keys("-l", "It is only a film set.")
+            term.keys("Enter")
+            if trial == 1:
+                term.wait_for("How negative do you feel now?", timeout=60)
+                term.keys("3")
+                term.wait_for("Take a short break.")
+                term.keys("Enter")
+        time.sleep(0.3)  # trial 2's request is in flight
+        doomed.stop(signal.SIGKILL)
+        shown = " ".join(term.wait_for("The session has stopped", timeout=60).split())
+        assert "lost in trial 2" in shown and "resume" in shown, shown
+        term.keys("Enter")
+        end = time.monotonic() + 20
+        while "exit=" not in (term.out.read_text() if term.out.exists() else "") and time.monotonic() < end:
+            time.sleep(0.1)
+        stderr = term.wait_for("edge-cer tui: error:").strip()  # the terminal after the app: its stderr alone
+    finally:
+        term.close()
+        doomed.stop(signal.SIGKILL)
+    printed = term.out.read_text()
+    assert "exit=2" in printed, (printed, stderr)
+    assert "Traceback" not in stderr and stderr.startswith("edge-cer tui: error: the picture server was lost in "
+                                                           "trial 2 (grpc://127.0.0.1:"), stderr
+    assert "resume" in stderr.splitlines()[-1], stderr
+    summary = json.loads(printed[: printed.rindex("exit=")])
+    assert summary["state"] == "running" and summary["trials_recorded"] == 1
+    (session,) = list_sessions(data)
+    assert session.state == "running" and set(_pictures(session.folder)) == {1}
+
+    # Resumed against a running server (the TUI's setup-screen resume is the Pilot test's; here the scripted run).
+    out, stderr, code = _run("--server", server.url, "--resume", data=data, participant="P004", protocol=protocol,
+                             stimuli=dark_stimuli)
+    assert code == 0, stderr
+    resumed = _summary(out)
+    assert resumed["state"] == "completed" and resumed["trials_recorded"] == resumed["trials_planned"] == 2
+    assert all(sha for sha, _ in _pictures(session.folder).values())

@@ -330,7 +330,8 @@ class CerApp(App[dict]):
         session.pause()
         session.store.log_event(session.attempt, trial, phase.name if phase else None, "generator_lost",
                                 session.clock.now_ns(), reason=message.text)
-        cause = message.text.split(";")[0]
+        cause = message.text.split(";")[0]  # what happened, without the client's advice (which names run's --resume)
+        cause += ")" * (cause.count("(") - cause.count(")"))
         self.summary["stopped"] = (
             f"the picture server was lost{f' in trial {trial}' if trial else ''} ({cause}); every finished trial is "
             f"saved and the session can be resumed: start `edge-cer serve` again, then run `edge-cer tui ... --server "
