@@ -86,6 +86,19 @@ def _pictures(folder: Path) -> dict[int, tuple]:
     return result
 
 
+def _resume_keeps_trial_1_and_completes(server, data: Path, participant: str, protocol: Path, stimuli: Path) -> None:
+    """A session stopped by a lost server holds trial 1 only and is running; `run --resume` against `server` ends it
+    with every AI trial's picture."""
+    (session,) = list_sessions(data)
+    assert session.state == "running" and set(_pictures(session.folder)) == {1}
+    out, err, code = _run("--server", server.url, "--resume", data=data, participant=participant, protocol=protocol,
+                          stimuli=stimuli)
+    assert code == 0, err
+    summary = _summary(out)
+    assert summary["state"] == "completed" and summary["trials_recorded"] == summary["trials_planned"] == 2
+    assert all(sha for sha, _ in _pictures(session.folder).values())
+
+
 @needs_server
 def test_two_sessions_at_once_equal_local_generation(server, tiny_export, dark_stimuli, tmp_path):
     protocol = tmp_path / "ai.toml"
@@ -127,16 +140,8 @@ def test_server_killed_mid_request_one_line_error_and_the_session_resumes(server
     assert run.returncode == 2
     error = err.strip().splitlines()[-1]
     assert error.startswith("edge-cer run: error: grpc://127.0.0.1:") and "--resume" in error, err
-    (session,) = list_sessions(data)
-    assert session.state == "running" and set(_pictures(session.folder)) == {1}
-
     # Resumed against another server (a restarted one is the same to the client, which re-sends its stimuli).
-    out, err, code = _run("--server", server.url, "--resume", data=data, participant="P003", protocol=protocol,
-                          stimuli=dark_stimuli)
-    assert code == 0, err
-    summary = _summary(out)
-    assert summary["state"] == "completed" and summary["trials_recorded"] == summary["trials_planned"] == 2
-    assert all(sha for sha, _ in _pictures(session.folder).values())
+    _resume_keeps_trial_1_and_completes(server, data, "P003", protocol, dark_stimuli)
 
 
 @needs_server
@@ -271,13 +276,5 @@ def test_tui_server_killed_mid_request_one_calm_line_and_the_session_resumes(ser
     assert "resume" in stderr.splitlines()[-1], stderr
     summary = json.loads(printed[: printed.rindex("exit=")])
     assert summary["state"] == "running" and summary["trials_recorded"] == 1
-    (session,) = list_sessions(data)
-    assert session.state == "running" and set(_pictures(session.folder)) == {1}
-
     # Resumed against a running server (the TUI's setup-screen resume is the Pilot test's; here the scripted run).
-    out, stderr, code = _run("--server", server.url, "--resume", data=data, participant="P004", protocol=protocol,
-                             stimuli=dark_stimuli)
-    assert code == 0, stderr
-    resumed = _summary(out)
-    assert resumed["state"] == "completed" and resumed["trials_recorded"] == resumed["trials_planned"] == 2
-    assert all(sha for sha, _ in _pictures(session.folder).values())
+    _resume_keeps_trial_1_and_completes(server, data, "P004", protocol, dark_stimuli)

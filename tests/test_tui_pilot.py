@@ -66,6 +66,24 @@ async def run_trial(app, pilot, pre: str, text: str, post_keys):
     await pilot.press(*post_keys)
 
 
+async def first_trial_then_break(app, pilot):
+    """Start P001's session, run trial 1 ("just a picture", ratings 5 and 4), and reach trial 2's first rating."""
+    await start(app, pilot)
+    await pilot.press("enter")
+    await run_trial(app, pilot, "5", "just a picture", ["4"])
+    await acknowledge(app, pilot, "break")
+    await phase_is(app, pilot, "rating_pre")
+
+
+async def resume_last_trial(app, pilot):
+    """Resume P001's session from the setup screen and run its last trial ("it looks staged", 6 and 5) to the end."""
+    await start(app, pilot, resume=True)
+    assert app.session is not None, app._setup().problem
+    await pilot.press("enter")
+    await run_trial(app, pilot, "6", "it looks staged", ["5"])
+    await acknowledge(app, pilot, "end")
+
+
 async def test_typed_session_records_every_trial_and_exports(tmp_path):
     """Two conditions x 1 trial plus one practice trial: typed reappraisals, number-key and arrow ratings."""
     app = make_app(tmp_path / "data", tmp_path / "stimuli", trials_per_condition=1, practice=1,
@@ -143,11 +161,7 @@ async def test_quit_keeps_the_data_and_resume_finishes_the_session(tmp_path):
     kwargs = dict(trials_per_condition=1, feedback='["none"]')
     app = make_app(tmp_path / "data", tmp_path / "stimuli", **kwargs)
     async with app.run_test(size=SIZE) as pilot:
-        await start(app, pilot)
-        await pilot.press("enter")
-        await run_trial(app, pilot, "5", "just a picture", ["4"])
-        await acknowledge(app, pilot, "break")
-        await phase_is(app, pilot, "rating_pre")
+        await first_trial_then_break(app, pilot)
         await pilot.press("ctrl+q")
         await pilot.pause()
     first = app.return_value
@@ -157,11 +171,7 @@ async def test_quit_keeps_the_data_and_resume_finishes_the_session(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await start(app, pilot)  # a new session is refused while one is unfinished
         assert "--resume" in app._setup().problem and app.session is None
-        await start(app, pilot, resume=True)
-        assert app.session is not None, app._setup().problem
-        await pilot.press("enter")
-        await run_trial(app, pilot, "6", "it looks staged", ["5"])
-        await acknowledge(app, pilot, "end")
+        await resume_last_trial(app, pilot)
     second = app.return_value
     assert second["session_code"] == first["session_code"] and second["state"] == "completed"
     _, trials, events = read_session(second["folder"])
@@ -235,11 +245,7 @@ async def test_a_lost_picture_server_stops_the_session_resumably(tmp_path, monke
     kwargs = dict(trials_per_condition=1, feedback='["ai"]')
     app = make_app(tmp_path / "data", tmp_path / "stimuli", server="grpc://gpu-box:8001", placeholder=False, **kwargs)
     async with app.run_test(size=SIZE) as pilot:
-        await start(app, pilot)
-        await pilot.press("enter")
-        await run_trial(app, pilot, "5", "just a picture", ["4"])
-        await acknowledge(app, pilot, "break")
-        await phase_is(app, pilot, "rating_pre")
+        await first_trial_then_break(app, pilot)
         await pilot.press("6")
         await phase_is(app, pilot, "regulate")
         await pilot.press(*"then the server dies", "enter")
@@ -263,11 +269,7 @@ async def test_a_lost_picture_server_stops_the_session_resumably(tmp_path, monke
 
     app = make_app(tmp_path / "data", tmp_path / "stimuli", server="grpc://gpu-box:8001", placeholder=False, **kwargs)
     async with app.run_test(size=SIZE) as pilot:
-        await start(app, pilot, resume=True)
-        assert app.session is not None, app._setup().problem
-        await pilot.press("enter")
-        await run_trial(app, pilot, "6", "it looks staged", ["5"])
-        await acknowledge(app, pilot, "end")
+        await resume_last_trial(app, pilot)
     second = app.return_value
     assert second["session_code"] == first["session_code"] and second["state"] == "completed"
     assert "stopped" not in second
