@@ -26,6 +26,9 @@ from tests.session_helpers import protocol_text
 
 SERVE_PYTHON = Path(os.environ.get("EDGE_CER_SERVE_PYTHON") or SERVE_VENV / "bin" / "python")
 SCRIPT = Path(__file__).parents[1] / "edge_cer" / "session" / "default_script.toml"
+# Slow pictures (600 txt2img steps: about a second on the tiny export, 80 took 0.13 s) so that a kill 0.3 s after the
+# request lands while the picture is made; a long deadline keeps the pictures of the other trials.
+SLOW_PICTURES = "[generation]\nsteps = 600\nstrength = 1.0\n[live]\ndeadline_s = 60\n"
 needs_server = pytest.mark.skipif(not SERVE_PYTHON.is_file(),
                                   reason=f"{SERVE_PYTHON}: no serve venv (PyTriton pins numpy < 2); run ./setup.sh")
 
@@ -122,10 +125,8 @@ def test_two_sessions_at_once_equal_local_generation(server, tiny_export, dark_s
 @needs_server
 def test_server_killed_mid_request_one_line_error_and_the_session_resumes(server, tiny_export, dark_stimuli,
                                                                            tmp_path):
-    # Slow pictures (80 txt2img steps, a second or more) so that the kill lands while the second one is made.
     protocol = tmp_path / "slow.toml"
-    protocol.write_text(protocol_text(trials_per_condition=1, feedback='["ai"]')
-                        + "[generation]\nsteps = 80\nstrength = 1.0\n")
+    protocol.write_text(protocol_text(trials_per_condition=1, feedback='["ai"]') + SLOW_PICTURES)
     doomed = ServeProcess(tiny_export(), tmp_path / "serve.log", "--drain-s", "2").start()
     data = tmp_path / "data"
     run = _run("--server", doomed.url, data=data, participant="P003", protocol=protocol, stimuli=dark_stimuli,
@@ -234,9 +235,8 @@ def test_tui_server_killed_mid_request_one_calm_line_and_the_session_resumes(ser
     from tests.tui_helpers import DURATIONS
 
     protocol = tmp_path / "slow.toml"
-    # Slow pictures (600 txt2img steps, about a second) so that the kill lands while trial 2's is made.
     protocol.write_text(protocol_text(time_scale=1.0, trials_per_condition=1, feedback='["ai"]') + DURATIONS
-                        + "[generation]\nsteps = 600\nstrength = 1.0\n[live]\ndeadline_s = 60\n")
+                        + SLOW_PICTURES)
     doomed = ServeProcess(tiny_export(), tmp_path / "serve.log", "--drain-s", "2").start()
     data = tmp_path / "data"
     term = Terminal(tmp_path, f"--data {data} --protocol {protocol} --stimuli {dark_stimuli} --server {doomed.url} "
