@@ -61,7 +61,8 @@ def make_trial(generator, stimulus_path, *, steps=10, live=None, prompt=None, po
 
 
 class ScriptedRecognizer:
-    """Fabricated ASR: emits the scripted events once the audio clock passes their time (RecognizerWorker verbs)."""
+    """Fabricated ASR: emits the scripted events once the audio clock passes their time (RecognizerWorker verbs);
+    speech is heard at each scripted event's time, silence after the last one."""
 
     mode = "scripted"
 
@@ -70,10 +71,13 @@ class ScriptedRecognizer:
 
     class Stream:
         def __init__(self):
-            self.samples, self.sent = 0, 0
+            self.samples, self.sent, self.heard_at = 0, 0, 0.0
 
         def accept_waveform(self, sample_rate, samples):
             self.samples += len(np.asarray(samples))
+
+        def silence_s(self):
+            return self.samples / 16000 - self.heard_at
 
     def create_stream(self):
         return self.Stream()
@@ -82,10 +86,13 @@ class ScriptedRecognizer:
         t = stream.samples / 16000
         due = [e for e in self.script[stream.sent:] if e[0] <= t]
         stream.sent += len(due)
+        stream.heard_at = max([stream.heard_at] + [at for at, _, _ in due])
         return [Partial(text, at) if kind == "partial" else Final(text, at, t) for at, kind, text in due
                 if partials or kind == "final"]
 
     def finish(self, stream):
-        rest, stream.sent = self.script[stream.sent:], len(self.script)
-        t = stream.samples / 16000
-        return [Final(text, min(at, t), t) for at, kind, text in rest if kind == "final"]
+        """End of input finishes the utterance in progress (a partial was its last event), not the ones after it."""
+        sent, rest = self.script[:stream.sent], self.script[stream.sent:]
+        stream.sent, t = len(self.script), stream.samples / 16000
+        final = next((e for e in rest if e[1] == "final"), None)
+        return [Final(final[2], min(final[0], t), t)] if final and sent and sent[-1][1] == "partial" else []

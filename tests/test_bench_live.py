@@ -8,12 +8,13 @@ import numpy as np
 import soundfile as sf
 
 from edge_cer.bench.live import run_live_bench
+from edge_cer.session.protocol import Live
 from tests.live_helpers import ScriptedRecognizer, StepGenerator, stimulus
 
 
 def test_bench_measures_both_modes_and_speculation_hides_generation_time(tmp_path):
     wav = tmp_path / "speech.wav"
-    sf.write(wav, np.zeros(int(1.6 * 16000), np.float32), 16000)
+    sf.write(wav, np.zeros(int(2.6 * 16000), np.float32), 16000)  # the turn ends end_of_turn_s after the final
     recognizer = ScriptedRecognizer([(0.2, "partial", "the storm has passed now"),
                                      (1.2, "final", "The storm has passed, now.")])
     generator = StepGenerator(step_s=0.15)  # 4 steps: 0.6 s per picture
@@ -26,7 +27,8 @@ def test_bench_measures_both_modes_and_speculation_hides_generation_time(tmp_pat
     spec, final = by_mode["speculative"], by_mode["final_only"]
     assert spec["source"] == "speculative" and spec["speculative_generations"] == 1 and spec["wasted_generations"] == 0
     assert final["source"] == "final" and final["speculative_generations"] == 0
-    # The speculative picture was ready before the final transcript; without speculation one generation follows it.
-    assert spec["speech_end_to_picture_s"] < 0.15
-    assert final["speech_end_to_picture_s"] >= 0.6
+    # The speculative picture was ready before the turn ended; without speculation one generation follows the end.
+    end_of_turn_s = Live().end_of_turn_s
+    assert end_of_turn_s <= spec["speech_end_to_picture_s"] < end_of_turn_s + 0.15
+    assert final["speech_end_to_picture_s"] >= end_of_turn_s + 0.6
     assert "speech_end_to_picture" in lines[-1] and result["settings"]["engine"] == "StepGenerator"

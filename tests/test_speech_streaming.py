@@ -67,6 +67,19 @@ def test_two_utterances_give_two_finals_at_their_endpoints(streaming_dirs, famil
     assert [p.t for p in partials] == sorted(p.t for p in partials)
 
 
+def test_silence_is_counted_from_the_last_token(streaming_dirs):
+    """The end of the speaking turn reads `silence_s()` (edge_cer.live.speaking): 0-ish in speech, then growing."""
+    recognizer = create_recognizer(streaming_dirs["transducer"])
+    stream = recognizer.create_stream()
+    audio = speech_like([1, 2, 2, 1, 1])  # speech 1-3 s and 5-6 s
+    stream.accept_waveform(SR, audio[:int(5.8 * SR)])
+    recognizer.decode(stream)
+    assert stream.silence_s() < 0.5
+    stream.accept_waveform(SR, audio[int(5.8 * SR):])
+    recognizer.decode(stream)
+    assert 0.8 < stream.silence_s() < 2.0  # the last token is inside the 5-6 s burst, the audio ends at 7 s
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_silence_and_empty_audio_give_empty_transcripts(streaming_dirs, family):
     recognizer = create_recognizer(streaming_dirs[family])

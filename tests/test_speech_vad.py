@@ -146,6 +146,20 @@ def test_live_final_is_the_decode_made_at_the_pause(vad_dir, tmp_path):
     assert all(t <= t_pause for t, *_ in calls)  # no decodes during the trailing silence
 
 
+def test_silence_is_counted_from_where_the_voice_stopped(vad_dir, tmp_path):
+    """What ends a speaking turn (edge_cer.live.speaking): the voice detector's silence, 0 while someone speaks."""
+    audio = espeak(tmp_path, 0.5, "The storm has passed", 1.0)
+    recognizer = create_recognizer(vad_dir)
+    stream = recognizer.create_stream()
+    stream.accept_waveform(SR, audio[:int(0.9 * SR)])
+    recognizer.decode(stream, partials=False)
+    assert stream.speaking and stream.silence_s() == 0.0
+    stream.accept_waveform(SR, audio[int(0.9 * SR):])
+    finals = [e for e in recognizer.decode(stream, partials=False) if isinstance(e, Final)]
+    # 1 s of silence after the speech; Silero hears the end of its last word up to ~0.15 s into it.
+    assert len(finals) == 1 and 0.8 < stream.silence_s() <= 1.0
+
+
 def test_speculation_is_dropped_when_speech_goes_on(vad_dir, tmp_path):
     """A pause shorter than the VAD's silence: the decode made there is not the final; the whole segment is."""
     audio = espeak(tmp_path, 0.3, "The storm has passed", 0.25, "and the family is safe now", 1.0)

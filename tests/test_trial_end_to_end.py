@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from edge_cer.cli import main
+from edge_cer.live.speaking import listen
 from edge_cer.session.data import list_sessions, read_session
-from edge_cer.session.protocol import parse_protocol
+from edge_cer.session.protocol import Live, parse_protocol
 from edge_cer.session.stimuli import synthetic_stimuli
+from edge_cer.speech.audio import file_source
+from edge_cer.speech.recognizer import create_recognizer
 from edge_cer.tui.app import CerApp, TuiOptions
 from tests.session_helpers import protocol_text
 from tests.test_tui_pilot import SIZE, phase_is, start
@@ -49,6 +53,7 @@ def check_trials(trials, data_dir: Path, engines: Path, stimuli, tmp_path: Path)
     paths = {s.id: s.path for s in stimuli.stimuli}
     for t, said in zip(trials, SENTENCES):
         assert t["transcript_source"] == "live" and len(words(t["transcript"]) & words(said)) >= 4, t["transcript"]
+        assert words(said.split(",")[-1]) <= words(t["transcript"]), f"the end of {said!r} was not heard"
         assert t["picture_shown"] == 1 and t["feedback_source"] in ("final", "speculative"), t["no_picture_reason"]
         assert t["prompt"] and t["prompt"] == t["prompt"].lower() and "," not in t["prompt"]
         assert t["engine"] and t["provider"] == "cpu" and t["engine_manifest_sha256"]
@@ -62,6 +67,21 @@ def check_trials(trials, data_dir: Path, engines: Path, stimuli, tmp_path: Path)
         args += ["--scheduler", t["scheduler"]] if t["scheduler"] else []
         assert main(args) == 0
         assert out.read_bytes() == (data_dir / t["picture_file"]).read_bytes(), f"trial {t['trial']}"
+
+
+def test_a_sentence_with_comma_pauses_is_heard_to_its_end(recordings, default_asr):
+    """The voice detector ends an utterance at the second comma's 0.48 s pause, so the recogniser gives two
+    finals; the turn goes on through the pause (it once ended at the first final: "The man isn't third, he's being
+    killed.") and ends `end_of_turn_s` after the last speech."""
+    said, end_of_turn_s = SENTENCES[0], Live().end_of_turn_s
+    assert said == "The man isn't hurt, he's being helped, and he'll recover soon."
+    start = time.monotonic_ns()
+    heard = listen(create_recognizer(default_asr), file_source(recordings[0], realtime=True), time.monotonic_ns,
+                   end_of_turn_s=end_of_turn_s)
+    assert {"and", "he'll", "recover", "soon"} <= words(heard.text), heard.text
+    # The speech ends ~4.9 s into the recording (0.6 s of silence first), at the last final's endpoint.
+    assert 4.5 < (heard.speech_end_ns - start) / 1e9 < 5.3, heard
+    assert heard.final_ns - heard.speech_end_ns >= (end_of_turn_s - 0.1) * 1e9, "the turn ended too soon"
 
 
 async def test_spoken_trials_in_the_terminal_ui(tmp_path, recordings, default_asr, tiny_export):

@@ -12,10 +12,11 @@ from edge_cer.engine import PlaceholderGenerator
 from edge_cer.errors import GeneratorLost
 from edge_cer.runtime import build_runtime
 from edge_cer.session.data import read_session
+from edge_cer.session.protocol import Live
 from edge_cer.speech import recognizer as speech_recognizer
-from edge_cer.speech.recognizer import Final, Partial
 from edge_cer.tui import app as tui_app
 from edge_cer.tui.screens.lost import LostScreen
+from tests.live_helpers import ScriptedRecognizer
 from tests.tui_helpers import anyio_backend, make_app, pinned_terminal  # noqa: F401 (fixtures)
 
 SIZE = (100, 36)
@@ -180,26 +181,6 @@ async def test_quit_keeps_the_data_and_resume_finishes_the_session(tmp_path):
     assert any(e["kind"] == "interrupted" for e in events)
 
 
-class ScriptedRecognizer:
-    """The recogniser's verbs without a model: a partial per decode, a final once 0.3 s of audio arrived."""
-
-    def create_stream(self):
-        return type("Stream", (), {"samples": 0, "done": False, "accept_waveform":
-                                   lambda s, rate, x: setattr(s, "samples", s.samples + len(x))})()
-
-    def decode(self, stream, partials=True):
-        t = stream.samples / 16000
-        if stream.done:
-            return []
-        if t >= 0.3:
-            stream.done = True
-            return [Final("they are only actors", t_endpoint=0.25, t_final=t)]
-        return [Partial("they are", t)] if partials else []
-
-    def finish(self, stream):
-        return []
-
-
 def quiet_audio():
     import time
 
@@ -209,7 +190,8 @@ def quiet_audio():
 
 
 async def test_live_speech_partials_and_final_reach_the_session(tmp_path, monkeypatch):
-    monkeypatch.setattr(speech_recognizer, "create_recognizer", lambda folder: ScriptedRecognizer())
+    script = [(0.1, "partial", "they are"), (0.25, "final", "they are only actors")]
+    monkeypatch.setattr(speech_recognizer, "create_recognizer", lambda folder: ScriptedRecognizer(script))
     app = make_app(tmp_path / "data", tmp_path / "stimuli", trials_per_condition=1, feedback='["ai"]',
                    asr=tmp_path, audio_source=quiet_audio)
     async with app.run_test(size=SIZE) as pilot:
@@ -218,13 +200,16 @@ async def test_live_speech_partials_and_final_reach_the_session(tmp_path, monkey
         await pilot.press("enter")
         await phase_is(app, pilot, "rating_pre")
         await pilot.press("7")
-        await phase_is(app, pilot, "rating_post")  # the final transcript ended speaking; the picture was shown
+        await phase_is(app, pilot, "rating_post")  # the end of the turn ended speaking; the picture was shown
         await pilot.press("3")
         await pilot.press("ctrl+q")
     _, trials, events = read_session(app.return_value["folder"])
     assert trials[0]["transcript"] == "they are only actors" and trials[0]["picture_file"]
     assert any(e["kind"] == "partial" and json.loads(e["detail"])["text"] == "they are" for e in events)
-    assert trials[0]["speech_end_s"] == pytest.approx(0.25, abs=1e-6)  # the recogniser's endpoint, on the phase clock
+    # The recogniser's endpoint on the phase clock (audio time 0: when listening started, just after the onset);
+    # the turn ended end_of_turn_s of silence later.
+    assert trials[0]["speech_end_s"] == pytest.approx(0.25, abs=0.05)
+    assert trials[0]["transcript_final_s"] >= trials[0]["speech_end_s"] + Live().end_of_turn_s
 
 
 class LosingGenerator(PlaceholderGenerator):

@@ -9,7 +9,8 @@ from edge_cer.errors import EdgeCerError
 from edge_cer.session.protocol import TYPED_TWINS, Instructions, parse_protocol
 from edge_cer.speech import recognizer as speech_recognizer
 from tests.session_helpers import protocol_text
-from tests.test_tui_pilot import ScriptedRecognizer, quiet_audio
+from tests.live_helpers import ScriptedRecognizer
+from tests.test_tui_pilot import quiet_audio
 from tests.tui_helpers import anyio_backend, make_app, pinned_terminal  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.anyio
@@ -88,7 +89,7 @@ async def test_typing_shows_the_typed_cue_and_the_feedback_text(tmp_path, feedba
 
 
 async def test_live_speech_shows_the_spoken_wording(tmp_path, monkeypatch):
-    monkeypatch.setattr(speech_recognizer, "create_recognizer", lambda folder: ScriptedRecognizer())
+    monkeypatch.setattr(speech_recognizer, "create_recognizer", lambda folder: ScriptedRecognizer([]))
     app = make_app(tmp_path / "data", tmp_path / "stimuli", trials_per_condition=1, feedback='["ai"]', still=True,
                    participant="P001", asr=tmp_path, audio_source=quiet_audio)
     async with app.run_test(size=(120, 40)) as pilot:

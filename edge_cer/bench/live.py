@@ -5,9 +5,10 @@
 
 Each recording is replayed at microphone timing (each chunk after its last sample) through the recogniser
 while `LiveTrial` generates, exactly as in a session, on the parts `edge_cer.runtime` builds; modes alternate per recording so machine load hits both alike. Measured per trial, on one
-monotonic clock: end of speech (the recogniser's endpoint mapped from audio time), the final transcript, and the
-moment the picture can be shown: max(picture ready, final transcript), since no picture is shown before the final
-transcript decides which one. The deadline is lifted (60 s) so the true latency is measured, not the fallback.
+monotonic clock: end of speech (the recogniser's endpoint mapped from audio time), the final transcript (the end
+of the turn, `[live] end_of_turn_s` of silence later), and the moment the picture can be shown: max(picture ready,
+final transcript), since no picture is shown before the final transcript decides which one. The deadline is lifted
+(60 s) so the true latency is measured, not the fallback.
 Warm-up (not measured): one generation and one replay.
 """
 
@@ -31,6 +32,7 @@ from edge_cer.runtime import build_runtime
 from edge_cer.session.prompt import PromptBuilder
 from edge_cer.session.protocol import Protocol, load_protocol
 from edge_cer.speech.audio import file_source
+from edge_cer.speech.recognizer import Final
 
 # Reappraisals as participants speak them: 4-6 s each at espeak-ng's 150 words per minute.
 SENTENCES = (
@@ -66,7 +68,8 @@ def measure(generator, recognizer, wav: Path, stimulus: Path, protocol: Protocol
     trial = LiveTrial(generator, stimulus, seed=seed, generation=protocol.generation,
                       prompt=PromptBuilder(protocol.prompt), live=live, policy=policy, precompute=False)
     heard = listen(recognizer, file_source(wav, realtime=True), time.monotonic_ns,
-                   on_event=lambda event, text: trial.partial(text))
+                   end_of_turn_s=protocol.live.end_of_turn_s,
+                   on_event=lambda event, text: trial.partial(text, settled=isinstance(event, Final)))
     trial.final(heard.text, heard.speech_end_ns)
     outcome = trial.result()
     trial.close()

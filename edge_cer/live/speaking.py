@@ -2,7 +2,7 @@
 
     live = LivePipeline(generator, recognizer, protocol)       # built by edge_cer.runtime, once per session
     live.prepare(trial, session.clock.now_ns)                   # at the stimulus phase: caches, generation worker
-    heard = live.listen(trial.trial, chunks, clock)             # blocking: the recogniser's transcript
+    heard = live.listen(trial.trial, chunks, clock)             # blocking: the turn's transcript (its finals)
     session.submit_transcript(heard.text, speech_end_ns=heard.speech_end_ns, source="live")
     outcome = live.picture(trial.trial, heard.text, heard.speech_end_ns)   # blocking, at most to the deadline
     live.submit(session, outcome)                               # the picture (or why none) and its accounting
@@ -38,27 +38,25 @@ class HeardWindow:
 
     text: str
     speech_end_ns: int | None  # the last final's endpoint (None: nothing was said)
-    final_ns: int  # when the last final's text was ready (the end of listening, when nothing was said)
+    final_ns: int  # when the turn ended: the transcript is final from here
     partials: int
 
 
-def listen(recognizer, chunks: Iterable[np.ndarray], clock: Callable[[], int], *, on_event=None,
-           until_ns: int | None = None, stop: threading.Event | None = None) -> HeardWindow:
-    """Stream audio through the recogniser (in its worker thread) until its endpoint: the first Final ends the
-    window (the rest is not heard), and so do `until_ns` (the speaking limit) and `stop`; the utterance in progress
-    is then finished. Audio time 0 is the clock when listening starts. `on_event(event, running_text)` gets every
-    Partial and Final with the transcript so far (finished utterances + the current partial)."""
+def listen(recognizer, chunks: Iterable[np.ndarray], clock: Callable[[], int], *, end_of_turn_s: float,
+           on_event=None, until_ns: int | None = None, stop: threading.Event | None = None) -> HeardWindow:
+    """Stream audio through the recogniser (in its worker thread) for one speaking turn. A Final does not end it:
+    the turn ends when the recogniser has heard `end_of_turn_s` of silence after a Final (speech within it
+    continues the turn, and the transcript joins the finals), at `until_ns` (the speaking limit), at `stop`, or
+    when the audio runs out; the utterance in progress is then finished. Audio time 0 is the clock when listening
+    starts. `on_event(event, running_text)` gets every Partial and Final with the transcript so far (finished
+    utterances + the current partial)."""
     finals: list[Final] = []
-    final_ns: list[int] = []
     partials = 0
-    ended = threading.Event()
 
     def on_recognised(event) -> None:
         nonlocal partials
         if isinstance(event, Final):
             finals.append(event)
-            final_ns.append(clock())
-            ended.set()
         partials += isinstance(event, Partial)
         if on_event is not None:
             tail = [event.text] if isinstance(event, Partial) else []
@@ -68,7 +66,9 @@ def listen(recognizer, chunks: Iterable[np.ndarray], clock: Callable[[], int], *
     start = clock()
     try:
         for chunk in chunks:
-            if ended.is_set() or (stop is not None and stop.is_set()) or (until_ns is not None and clock() >= until_ns):
+            finished, silence_s = worker.progress
+            if (finished and silence_s >= end_of_turn_s) or (stop is not None and stop.is_set()) or (
+                    until_ns is not None and clock() >= until_ns):
                 break
             worker.push(chunk)
     finally:
@@ -76,7 +76,7 @@ def listen(recognizer, chunks: Iterable[np.ndarray], clock: Callable[[], int], *
     now = clock()
     # Audio time -> caller's clock. Replayed faster than real time the endpoint maps into the future: clamp.
     end = min(now, start + round(finals[-1].t_endpoint * NS)) if finals else None
-    return HeardWindow(" ".join(f.text for f in finals), end, final_ns[-1] if final_ns else now, partials)
+    return HeardWindow(" ".join(f.text for f in finals), end, now, partials)
 
 
 class LivePipeline:
@@ -108,17 +108,20 @@ class LivePipeline:
 
     def listen(self, trial: int, chunks: Iterable[np.ndarray], clock: Callable[[], int], *, on_event=None,
                until_ns: int | None = None, stop: threading.Event | None = None) -> HeardWindow:
-        """One speaking window from `chunks` (a microphone, or a recording at microphone timing: edge_cer.speech.audio.paced); partials feed the
-        trial's speculative generation when it is an AI trial."""
+        """One speaking turn from `chunks` (a microphone, or a recording at microphone timing:
+        edge_cer.speech.audio.paced), ended by `[live] end_of_turn_s`. In an AI trial the transcript so far feeds
+        speculative generation: a partial's after the debounce, a final's (the turn's finished utterances) at once,
+        so the picture is under way while the end-of-turn silence runs out."""
         live = self._trials.get(trial)
 
         def on_recognised(event, text: str) -> None:
-            if live is not None and isinstance(event, Partial):
-                live.partial(text)
+            if live is not None:
+                live.partial(text, settled=isinstance(event, Final))
             if on_event is not None:
                 on_event(event, text)
 
-        return listen(self.recognizer, chunks, clock, on_event=on_recognised, until_ns=until_ns, stop=stop)
+        return listen(self.recognizer, chunks, clock, end_of_turn_s=self.protocol.live.end_of_turn_s,
+                      on_event=on_recognised, until_ns=until_ns, stop=stop)
 
     def picture(self, trial: int, text: str, speech_end_ns: int | None = None) -> LiveOutcome | None:
         """The final transcript's picture for an AI trial prepared with `prepare` (None for any other trial):

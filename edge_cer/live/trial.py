@@ -3,12 +3,14 @@
     trial = LiveTrial(generator, stimulus, seed=17, generation=protocol.generation, prompt=PromptBuilder(...),
                       live=protocol.live, policy=SafetyPolicy(...), clock=session.clock.now_ns)
     trial.partial("they are actors")        # from the recogniser's thread, as often as partials come
+    trial.partial("They are actors.", settled=True)   # a recogniser's final inside the turn: starts at once
     trial.final("They are actors.", speech_end_ns)
     outcome = trial.result()                # blocks until the picture is ready, or until the deadline
     trial.close()
 
 A worker thread runs one generation at a time. A partial whose prompt has stood `debounce_s` starts a speculative
-generation, and cancels a running one whose prompt it replaced (the engine's step callback is the cancel point).
+generation, and cancels a running one whose prompt it replaced (the engine's step callback is the cancel point); a
+settled text (a recogniser's final, while the turn may still go on) needs no debounce.
 The final transcript cancels every speculative run with another prompt; when the last speculative prompt equals
 the final one, its picture is used and no final generation runs (same seed, so it is the same picture). Every
 picture passes the safety gate; a blocked picture of the final prompt is regenerated with the next seed while the
@@ -102,7 +104,7 @@ class LiveTrial:
         self.gate = SafetyGate(self.stimulus_path, policy, scorer or PictureScorer(generator))
         self.generations: list[EngineRun] = []
         self._cond = threading.Condition()
-        self._pending: tuple[str, int] | None = None  # newest speculative prompt not yet generated, and since when
+        self._pending: tuple[str, int] | None = None  # newest speculative prompt not yet generated, and when it is due
         self._running: EngineRun | None = None
         self._final: str | None = None  # the final transcript's prompt, once known
         self._deadline_ns: int | None = None
@@ -116,8 +118,9 @@ class LiveTrial:
 
     # ---- inputs (any thread) ----
 
-    def partial(self, text: str) -> None:
-        """The current partial transcript; may start (after the debounce) a speculative generation."""
+    def partial(self, text: str, settled: bool = False) -> None:
+        """The current partial transcript; may start (after the debounce) a speculative generation. `settled`: the
+        transcript of the turn's finished utterances, whose picture is likely the final one: due at once."""
         prompt = self.prompt.speculative(text) if self.live.speculate else ""
         with self._cond:
             if self._final is not None or not prompt:
@@ -126,8 +129,8 @@ class LiveTrial:
                 g.prompt == prompt and g.outcome == "ready" for g in self.generations)
             if covered:
                 self._pending = None  # back to what runs (or ran): a flicker, nothing to cancel or start
-            elif self._pending is None or self._pending[0] != prompt:
-                self._pending = (prompt, self.clock())
+            elif self._pending is None or self._pending[0] != prompt or settled:
+                self._pending = (prompt, self.clock() + (0 if settled else round(self.live.debounce_s * NS)))
             self._cond.notify_all()
 
     def final(self, text: str, speech_end_ns: int | None = None) -> None:
@@ -195,7 +198,7 @@ class LiveTrial:
                         self._cond.notify_all()
                         return None
                     break
-                if self._pending and (wait := self._pending[1] + self.live.debounce_s * NS - self.clock()) <= 0:
+                if self._pending and (wait := self._pending[1] - self.clock()) <= 0:
                     job = EngineRun(SPECULATIVE, self._pending[0], self.seed, self.clock())
                     self._pending = None
                     break
@@ -263,7 +266,7 @@ class LiveTrial:
         if self._final is not None:
             return None if job.prompt == self._final else "the final transcript's prompt differs"
         pending = self._pending
-        if pending and pending[0] != job.prompt and self.clock() - pending[1] >= self.live.debounce_s * NS:
+        if pending and pending[0] != job.prompt and self.clock() >= pending[1]:
             return "the transcript changed"
         return None
 

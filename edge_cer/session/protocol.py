@@ -113,6 +113,12 @@ class Live:
     # A partial must stand this long before a speculative generation starts (or a running one is cancelled for it):
     # partials change every few hundred ms mid-sentence, so generations start at pauses, not on every word.
     debounce_s: float = 0.3
+    # The speaking turn ends after this much silence following the recogniser's last final; speech within it
+    # continues the turn. The voice detector ends utterances at 0.3 s pauses, so commas split a sentence into finals
+    # (espeak's comma pause: 0.48 s): ending at the first final lost the rest. 0.8 s keeps the end of the turn at
+    # 0.85 s after speech (0.37 s when the first final ended it), inside the 1 s speech end -> picture goal; the
+    # picture starts at the final, so a generation of up to ~0.5 s costs nothing more. A longer pause ends the turn.
+    end_of_turn_s: float = 0.8
     # The feedback picture is due at most this long after the end of speech (or at the final transcript, when the
     # recogniser is later). Real compute time: not multiplied by time_scale.
     deadline_s: float = 3.0
@@ -334,6 +340,8 @@ def _check(p: Protocol) -> None:
     lv = p.live
     if not 0 <= lv.debounce_s <= MAX_PHASE_S or not 0 < lv.deadline_s <= MAX_PHASE_S:
         refuse("[live]", f"debounce_s={lv.debounce_s}, deadline_s={lv.deadline_s}", "need debounce_s >= 0 and deadline_s > 0")
+    if not 0 <= lv.end_of_turn_s <= MAX_PHASE_S:
+        refuse("[live] end_of_turn_s", f"= {lv.end_of_turn_s}", f"use 0 to {MAX_PHASE_S} seconds of silence, e.g. 0.8")
     if lv.on_deadline not in ("best", "none"):
         refuse("[live] on_deadline", f"= {lv.on_deadline!r}", 'use "best" or "none"')
     ins, default = p.instructions, Instructions()

@@ -132,7 +132,7 @@ class SpeechStream:
         self.speaking = False
         self.voice_buffer = np.zeros(0, np.float32)  # samples the voice detector has not yet read
         self.speculative: Speculation | None = None  # vad mode: the final decoded at the first silent window
-        self.pause_at = 0  # vad mode: sample where the voice detector last went silent
+        self.pause_at = 0  # sample where speech last stopped (vad: the voice went silent; streaming: a token ended)
         self.first_voice: int | None = None  # vad mode: sample where the voice detector first heard voice
         self.pending = np.zeros(0, np.float32)  # accepted, not yet fed to sherpa
         self.utterance: list[np.ndarray] = []  # samples since the last final (two-pass / vad partials)
@@ -146,6 +146,10 @@ class SpeechStream:
     @property
     def t(self) -> float:
         return self.num_samples / SAMPLE_RATE
+
+    def silence_s(self) -> float:
+        """Seconds of decoded audio since speech last stopped (0 while someone speaks; all of it before any speech)."""
+        return 0.0 if self.speaking else (self.num_samples - self.pause_at) / SAMPLE_RATE
 
     @property
     def received(self) -> int:
@@ -209,6 +213,7 @@ class StreamingRecognizer:
                 self.online.decode_stream(stream.online)
             result = self.online.get_result_all(stream.online)
             text = result.text.strip()
+            self._track_speech(stream, result)
             if partials and text != stream.last_text:
                 stream.last_text = text
                 events.append(Partial(text, stream.t))
@@ -229,10 +234,16 @@ class StreamingRecognizer:
             self.online.decode_stream(stream.online)
         return events + self._endpoint(stream, self.online.get_result_all(stream.online))
 
+    @staticmethod
+    def _track_speech(stream: SpeechStream, result) -> None:
+        """Speech last stopped where the utterance's last token ends (its time + one 40 ms frame)."""
+        if result.timestamps:
+            stream.pause_at = stream.utterance_start + int((result.timestamps[-1] + 0.04) * SAMPLE_RATE)
+
     def _endpoint(self, stream: SpeechStream, result) -> list[Event]:
         text = result.text.strip()
-        segment_start = stream.utterance_start / SAMPLE_RATE
-        t_end = segment_start + (result.timestamps[-1] + 0.04 if result.timestamps else 0.0)
+        self._track_speech(stream, result)
+        t_end = (stream.pause_at if result.timestamps else stream.utterance_start) / SAMPLE_RATE
         if text and self.offline is not None:
             end = int(min(t_end + 0.2, stream.t) * SAMPLE_RATE)  # a little trailing audio helps Whisper end
             text = self.offline.transcribe(stream.utterance_samples()[: end - stream.utterance_start]).text
@@ -428,7 +439,8 @@ class RecognizerWorker:
     """Runs a recognizer in a thread: `push` audio from any thread, receive events on `events` (or a callback).
 
     `push` never blocks; the worker decodes whatever has arrived, so a slow decode coalesces audio instead of
-    falling behind chunk by chunk. `close()` finishes the stream and waits for the last Final.
+    falling behind chunk by chunk. `close()` finishes the stream and waits for the last Final. `progress`: (Finals
+    delivered, the stream's `silence_s()`) after the newest decode, set together once its events were delivered.
     """
 
     def __init__(self, recognizer: Recognizer, on_event: Callable[[Event], None] | None = None):
@@ -437,6 +449,7 @@ class RecognizerWorker:
         self.events: queue.Queue[Event] = queue.Queue()
         self.on_event = on_event or self.events.put
         self.error: BaseException | None = None
+        self.progress: tuple[int, float] = (0, 0.0)
         self._audio: queue.Queue[np.ndarray | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="speech-recognizer", daemon=True)
         self._thread.start()
@@ -463,8 +476,11 @@ class RecognizerWorker:
                 if audio:
                     self.stream.accept_waveform(SAMPLE_RATE, np.concatenate(audio))
                 # Partials only when caught up: a backlog means the final matters more than a stale partial.
-                for event in self.recognizer.decode(self.stream, partials=self._audio.empty()):
+                events = self.recognizer.decode(self.stream, partials=self._audio.empty())
+                for event in events:
                     self.on_event(event)
+                finals = self.progress[0] + sum(isinstance(e, Final) for e in events)
+                self.progress = (finals, self.stream.silence_s())
             for event in self.recognizer.finish(self.stream):
                 self.on_event(event)
         except BaseException as exc:  # surfaced to the caller by close()

@@ -111,12 +111,12 @@ class CerApp(App[dict]):
             self.token, self.text = token, text
 
     class Recognised(Message):
-        """A recogniser event for the speaking phase `token` with the transcript so far; `event` None: listening
-        has ended."""
+        """A recogniser event for the speaking phase `token` with the transcript so far; `event` None: the turn
+        has ended, `heard` is its transcript (edge_cer.live.speaking.HeardWindow; None when listening failed)."""
 
-        def __init__(self, token: int, event, text: str = ""):
+        def __init__(self, token: int, event, text: str = "", heard=None):
             super().__init__()
-            self.token, self.event, self.text = token, event, text
+            self.token, self.event, self.text, self.heard = token, event, text, heard
 
     def __init__(self, options: TuiOptions):
         super().__init__()
@@ -288,7 +288,7 @@ class CerApp(App[dict]):
             if self.typing:
                 text = self._screen().query_one("#typed").value.strip()
                 return self._final(text) if text else self.advance()
-            self._stop_listening.set()  # the recogniser finishes the utterance; its Final (or None) comes next
+            self._stop_listening.set()  # the recogniser finishes the utterance; the turn's transcript comes next
             self._timer = None
             return
         self.advance()
@@ -342,28 +342,26 @@ class CerApp(App[dict]):
 
     @work(thread=True, group="speech")
     def _listen(self, token: int, trial: int, stop: threading.Event) -> None:
+        heard = None
         try:
             from edge_cer.speech.audio import microphone_source
 
-            self.runtime.live.listen(trial, (self.options.audio_source or microphone_source)(),
-                                     self.session.clock.now_ns, stop=stop,
-                                     on_event=lambda event, text: self.post_message(self.Recognised(token, event, text)))
+            heard = self.runtime.live.listen(
+                trial, (self.options.audio_source or microphone_source)(), self.session.clock.now_ns, stop=stop,
+                on_event=lambda event, text: self.post_message(self.Recognised(token, event, text)))
         finally:
-            self.post_message(self.Recognised(token, None))
+            self.post_message(self.Recognised(token, None, heard=heard))
 
     def on_cer_app_recognised(self, message: Recognised) -> None:
         if message.token != self._token or self._answered or self.session is None or self.session.paused:
             return
-        from edge_cer.speech.recognizer import Final
-
-        event, screen = message.event, self._screen()
-        if event is None:  # listening ended (time limit) without a final transcript
+        event, heard, screen = message.event, message.heard, self._screen()
+        if event is None and heard is not None and heard.text:  # the turn is over: its finals are the transcript
+            screen.transcript, screen.transcript_final = heard.text, True
+            self._final(heard.text, heard.speech_end_ns, source="live")
+        elif event is None:  # listening ended (time limit, or it failed) with nothing heard
             self.advance()
-        elif isinstance(event, Final):
-            self._stop_listening.set()
-            screen.transcript, screen.transcript_final = message.text, True
-            self._final(message.text, self.session.current.onset_ns + round(event.t_endpoint * NS), source="live")
-        else:
+        else:  # a partial, or a final inside the turn (not its end: the participant may go on after a pause)
             screen.transcript = message.text
             self.session.submit_transcript(message.text, final=False, source="live")
 
