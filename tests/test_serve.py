@@ -26,6 +26,9 @@ from tests.session_helpers import protocol_text
 
 SERVE_PYTHON = Path(os.environ.get("EDGE_CER_SERVE_PYTHON") or SERVE_VENV / "bin" / "python")
 SCRIPT = Path(__file__).parents[1] / "edge_cer" / "session" / "default_script.toml"
+# Slow pictures (600 txt2img steps: about a second on the tiny export, 80 took 0.13 s) so that a kill 0.3 s after the
+# request lands while the picture is made; a long deadline keeps the pictures of the other trials.
+SLOW_PICTURES = "[generation]\nsteps = 600\nstrength = 1.0\n[live]\ndeadline_s = 60\n"
 needs_server = pytest.mark.skipif(not SERVE_PYTHON.is_file(),
                                   reason=f"{SERVE_PYTHON}: no serve venv (PyTriton pins numpy < 2); run ./setup.sh")
 
@@ -86,6 +89,19 @@ def _pictures(folder: Path) -> dict[int, tuple]:
     return result
 
 
+def _resume_keeps_trial_1_and_completes(server, data: Path, participant: str, protocol: Path, stimuli: Path) -> None:
+    """A session stopped by a lost server holds trial 1 only and is running; `run --resume` against `server` ends it
+    with every AI trial's picture."""
+    (session,) = list_sessions(data)
+    assert session.state == "running" and set(_pictures(session.folder)) == {1}
+    out, err, code = _run("--server", server.url, "--resume", data=data, participant=participant, protocol=protocol,
+                          stimuli=stimuli)
+    assert code == 0, err
+    summary = _summary(out)
+    assert summary["state"] == "completed" and summary["trials_recorded"] == summary["trials_planned"] == 2
+    assert all(sha for sha, _ in _pictures(session.folder).values())
+
+
 @needs_server
 def test_two_sessions_at_once_equal_local_generation(server, tiny_export, dark_stimuli, tmp_path):
     protocol = tmp_path / "ai.toml"
@@ -109,11 +125,8 @@ def test_two_sessions_at_once_equal_local_generation(server, tiny_export, dark_s
 @needs_server
 def test_server_killed_mid_request_one_line_error_and_the_session_resumes(server, tiny_export, dark_stimuli,
                                                                            tmp_path):
-    # Slow pictures (600 txt2img steps: a few seconds even on an idle machine; 80 finished within the 0.3 s below)
-    # and a deadline they cannot miss, so that the kill lands while the second one is made.
     protocol = tmp_path / "slow.toml"
-    protocol.write_text(protocol_text(trials_per_condition=1, feedback='["ai"]')
-                        + "[generation]\nsteps = 600\nstrength = 1.0\n[live]\ndeadline_s = 120.0\n")
+    protocol.write_text(protocol_text(trials_per_condition=1, feedback='["ai"]') + SLOW_PICTURES)
     doomed = ServeProcess(tiny_export(), tmp_path / "serve.log", "--drain-s", "2").start()
     data = tmp_path / "data"
     run = _run("--server", doomed.url, data=data, participant="P003", protocol=protocol, stimuli=dark_stimuli,
@@ -128,16 +141,8 @@ def test_server_killed_mid_request_one_line_error_and_the_session_resumes(server
     assert run.returncode == 2
     error = err.strip().splitlines()[-1]
     assert error.startswith("edge-cer run: error: grpc://127.0.0.1:") and "--resume" in error, err
-    (session,) = list_sessions(data)
-    assert session.state == "running" and set(_pictures(session.folder)) == {1}
-
     # Resumed against another server (a restarted one is the same to the client, which re-sends its stimuli).
-    out, err, code = _run("--server", server.url, "--resume", data=data, participant="P003", protocol=protocol,
-                          stimuli=dark_stimuli)
-    assert code == 0, err
-    summary = _summary(out)
-    assert summary["state"] == "completed" and summary["trials_recorded"] == summary["trials_planned"] == 2
-    assert all(sha for sha, _ in _pictures(session.folder).values())
+    _resume_keeps_trial_1_and_completes(server, data, "P003", protocol, dark_stimuli)
 
 
 @needs_server
@@ -217,3 +222,59 @@ def test_service_refuses_bad_requests_and_serves_local_pictures(tiny_export, sti
     local = EngineGenerator(pipeline).render(load_image(stimulus_png), "he is safe now", seed=2, strength=0.6,
                                              ip_scale=0.6, steps=2)
     assert png == local.png and record["params"] == local.params
+
+
+@pytest.mark.slow
+@needs_server
+def test_tui_server_killed_mid_request_one_calm_line_and_the_session_resumes(server, tiny_export, dark_stimuli,
+                                                                              tmp_path):
+    """`edge-cer tui --server` in a real terminal (tmux): kill -9 of the server while trial 2's picture is made. The
+    experimenter reads one line on screen; the app exits 2 with the summary and that line on stderr, no traceback;
+    the session keeps trial 1 and resumes against a running server."""
+    from tests.test_tui_tmux import Terminal
+    from tests.tui_helpers import DURATIONS
+
+    protocol = tmp_path / "slow.toml"
+    protocol.write_text(protocol_text(time_scale=1.0, trials_per_condition=1, feedback='["ai"]') + DURATIONS
+                        + SLOW_PICTURES)
+    doomed = ServeProcess(tiny_export(), tmp_path / "serve.log", "--drain-s", "2").start()
+    data = tmp_path / "data"
+    term = Terminal(tmp_path, f"--data {data} --protocol {protocol} --stimuli {dark_stimuli} --server {doomed.url} "
+                              "--participant P004 --pictures halfcell --min-free-mb 0", linger=True)
+    try:
+        term.wait_for("ready", timeout=120)
+        term.keys("Enter")
+        term.wait_for("Press Enter to begin.")
+        term.keys("Enter")
+        for trial in (1, 2):
+            term.wait_for("How negative do you feel right now?", timeout=60)
+            term.keys("7")
+            term.wait_for("Type here, then press Enter")
+            term.keys("-l", "It is only a film set.")
+            term.keys("Enter")
+            if trial == 1:
+                term.wait_for("How negative do you feel now?", timeout=60)
+                term.keys("3")
+                term.wait_for("Take a short break.")
+                term.keys("Enter")
+        time.sleep(0.3)  # trial 2's request is in flight
+        doomed.stop(signal.SIGKILL)
+        shown = " ".join(term.wait_for("The session has stopped", timeout=60).split())
+        assert "lost in trial 2" in shown and "resume" in shown, shown
+        term.keys("Enter")
+        end = time.monotonic() + 20
+        while "exit=" not in (term.out.read_text() if term.out.exists() else "") and time.monotonic() < end:
+            time.sleep(0.1)
+        stderr = term.wait_for("edge-cer tui: error:").strip()  # the terminal after the app: its stderr alone
+    finally:
+        term.close()
+        doomed.stop(signal.SIGKILL)
+    printed = term.out.read_text()
+    assert "exit=2" in printed, (printed, stderr)
+    assert "Traceback" not in stderr and stderr.startswith("edge-cer tui: error: the picture server was lost in "
+                                                           "trial 2 (grpc://127.0.0.1:"), stderr
+    assert "resume" in stderr.splitlines()[-1], stderr
+    summary = json.loads(printed[: printed.rindex("exit=")])
+    assert summary["state"] == "running" and summary["trials_recorded"] == 1
+    # Resumed against a running server (the TUI's setup-screen resume is the Pilot test's; here the scripted run).
+    _resume_keeps_trial_1_and_completes(server, data, "P004", protocol, dark_stimuli)

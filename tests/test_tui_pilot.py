@@ -7,9 +7,15 @@ import json
 import numpy as np
 import pytest
 
+from edge_cer import cli
+from edge_cer.engine import PlaceholderGenerator
+from edge_cer.errors import GeneratorLost
+from edge_cer.runtime import build_runtime
 from edge_cer.session.data import read_session
 from edge_cer.session.protocol import Live
 from edge_cer.speech import recognizer as speech_recognizer
+from edge_cer.tui import app as tui_app
+from edge_cer.tui.screens.lost import LostScreen
 from tests.live_helpers import ScriptedRecognizer
 from tests.tui_helpers import anyio_backend, make_app, pinned_terminal  # noqa: F401 (fixtures)
 
@@ -59,6 +65,24 @@ async def run_trial(app, pilot, pre: str, text: str, post_keys):
     await pilot.press(*text, "enter")
     await phase_is(app, pilot, "rating_post")
     await pilot.press(*post_keys)
+
+
+async def first_trial_then_break(app, pilot):
+    """Start P001's session, run trial 1 ("just a picture", ratings 5 and 4), and reach trial 2's first rating."""
+    await start(app, pilot)
+    await pilot.press("enter")
+    await run_trial(app, pilot, "5", "just a picture", ["4"])
+    await acknowledge(app, pilot, "break")
+    await phase_is(app, pilot, "rating_pre")
+
+
+async def resume_last_trial(app, pilot):
+    """Resume P001's session from the setup screen and run its last trial ("it looks staged", 6 and 5) to the end."""
+    await start(app, pilot, resume=True)
+    assert app.session is not None, app._setup().problem
+    await pilot.press("enter")
+    await run_trial(app, pilot, "6", "it looks staged", ["5"])
+    await acknowledge(app, pilot, "end")
 
 
 async def test_typed_session_records_every_trial_and_exports(tmp_path):
@@ -138,11 +162,7 @@ async def test_quit_keeps_the_data_and_resume_finishes_the_session(tmp_path):
     kwargs = dict(trials_per_condition=1, feedback='["none"]')
     app = make_app(tmp_path / "data", tmp_path / "stimuli", **kwargs)
     async with app.run_test(size=SIZE) as pilot:
-        await start(app, pilot)
-        await pilot.press("enter")
-        await run_trial(app, pilot, "5", "just a picture", ["4"])
-        await acknowledge(app, pilot, "break")
-        await phase_is(app, pilot, "rating_pre")
+        await first_trial_then_break(app, pilot)
         await pilot.press("ctrl+q")
         await pilot.pause()
     first = app.return_value
@@ -152,11 +172,7 @@ async def test_quit_keeps_the_data_and_resume_finishes_the_session(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await start(app, pilot)  # a new session is refused while one is unfinished
         assert "--resume" in app._setup().problem and app.session is None
-        await start(app, pilot, resume=True)
-        assert app.session is not None, app._setup().problem
-        await pilot.press("enter")
-        await run_trial(app, pilot, "6", "it looks staged", ["5"])
-        await acknowledge(app, pilot, "end")
+        await resume_last_trial(app, pilot)
     second = app.return_value
     assert second["session_code"] == first["session_code"] and second["state"] == "completed"
     _, trials, events = read_session(second["folder"])
@@ -194,3 +210,65 @@ async def test_live_speech_partials_and_final_reach_the_session(tmp_path, monkey
     # the turn ended end_of_turn_s of silence later.
     assert trials[0]["speech_end_s"] == pytest.approx(0.25, abs=0.05)
     assert trials[0]["transcript_final_s"] >= trials[0]["speech_end_s"] + Live().end_of_turn_s
+
+
+class LosingGenerator(PlaceholderGenerator):
+    """The placeholder engine, whose server "dies" at a picture for a reappraisal that says so."""
+
+    def generate(self, stimulus_path, prompt, **kwargs):
+        if "server dies" in prompt:
+            raise GeneratorLost("grpc://gpu-box:8001: the server stopped answering during a request (UNAVAILABLE); "
+                                "start `edge-cer serve` again, then continue the session with --resume")
+        return super().generate(stimulus_path, prompt, **kwargs)
+
+
+async def test_a_lost_picture_server_stops_the_session_resumably(tmp_path, monkeypatch):
+    """GeneratorLost in an AI trial: one calm line, no traceback, the earlier trial kept, the lost one not recorded;
+    a resume repeats the lost trial and finishes the session."""
+    monkeypatch.setattr(tui_app, "build_runtime", lambda protocol, **_: build_runtime(
+        protocol, generator=LosingGenerator()))
+    kwargs = dict(trials_per_condition=1, feedback='["ai"]')
+    app = make_app(tmp_path / "data", tmp_path / "stimuli", server="grpc://gpu-box:8001", placeholder=False, **kwargs)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_trial_then_break(app, pilot)
+        await pilot.press("6")
+        await phase_is(app, pilot, "regulate")
+        await pilot.press(*"then the server dies", "enter")
+        for _ in range(200):
+            if isinstance(app.screen, LostScreen):
+                break
+            await pilot.pause(0.02)
+        assert isinstance(app.screen, LostScreen) and app.session is None  # the data are closed before it shows
+        line = str(app.screen.query_one("#lost").render())
+        assert "lost in trial 2" in line and "resume" in line and "--server grpc://gpu-box:8001" in line
+        await pilot.press("enter")
+        await pilot.pause()
+    assert app._exception is None and app.return_code == 0  # no traceback: the app ended by itself
+    first = app.return_value
+    assert first["state"] == "running" and first["trials_recorded"] == 1 and "lost in trial 2" in first["stopped"]
+    _, trials, events = read_session(first["folder"])
+    assert [(t["trial"], t["status"], t["transcript"]) for t in trials] == [(1, "completed", "just a picture")]
+    lost = [e for e in events if e["kind"] == "generator_lost"]
+    assert len(lost) == 1 and lost[0]["trial"] == 2 and "UNAVAILABLE" in json.loads(lost[0]["detail"])["reason"]
+    assert not (tmp_path / "data" / "trials.csv").exists()  # a running session is not exported
+
+    app = make_app(tmp_path / "data", tmp_path / "stimuli", server="grpc://gpu-box:8001", placeholder=False, **kwargs)
+    async with app.run_test(size=SIZE) as pilot:
+        await resume_last_trial(app, pilot)
+    second = app.return_value
+    assert second["session_code"] == first["session_code"] and second["state"] == "completed"
+    assert "stopped" not in second
+    _, trials, events = read_session(second["folder"])
+    assert [(t["trial"], t["status"], t["transcript"], t["attempt"], t["picture_shown"]) for t in trials] == [
+        (1, "completed", "just a picture", 1, 1), (2, "completed", "it looks staged", 2, 1)]
+    assert any(e["kind"] == "interrupted" for e in events)
+
+
+def test_tui_prints_the_summary_then_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
+    """The command: a session stopped by a lost server prints its summary, then one line on stderr (status 2)."""
+    stopped = "the picture server was lost in trial 2 (...); every finished trial is saved and the session can be resumed"
+    monkeypatch.setattr(tui_app.CerApp, "run", lambda self: {"state": "running", "stopped": stopped})
+    assert cli.main(["tui", "--data", str(tmp_path / "data"), "--server", "grpc://gpu-box:8001"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["stopped"] == stopped
+    assert err == f"edge-cer tui: error: {stopped}\n" and "Traceback" not in err

@@ -23,14 +23,16 @@ HALF_BLOCKS = ("\u2580", "\u2584")  # how textual-image draws a picture in half 
 
 
 class Terminal:
-    """`edge-cer tui ARGS` in a private tmux server (never anyone's sessions); its JSON summary lands in `out`."""
+    """`edge-cer tui ARGS` in a private tmux server (never anyone's sessions); its JSON summary lands in `out`.
+    `linger`: the pane stays open after the app exits, showing what it printed on stderr."""
 
-    def __init__(self, tmp_path, args: str):
+    def __init__(self, tmp_path, args: str, linger: bool = False):
         if shutil.which("tmux") is None:
             pytest.skip("tmux is not installed (setup.sh installs it)")
         self.out, self.seen, self.shown = tmp_path / "summary.json", [], []  # shown: every screen captured
         self.tmux = ["tmux", "-L", f"edge-cer-test-{os.getpid()}"]
         command = f"{sys.executable} -m edge_cer.cli tui {args} > {self.out}; echo exit=$? >> {self.out}"
+        command += "; sleep 600" if linger else ""
         subprocess.run(self.tmux + ["new-session", "-d", "-s", "tui", "-x", "100", "-y", "36", command], check=True,
                        env={**os.environ, "TERM": "xterm-256color"})
 

@@ -25,7 +25,7 @@ def tiny_protocol(still: bool = False, **kwargs):
 def make_app(data_dir: Path, stimuli_dir: Path, **kwargs) -> CerApp:
     protocol_kwargs = {k: kwargs.pop(k) for k in ("trials_per_condition", "practice", "feedback", "look", "still") if k in kwargs}
     options = TuiOptions(data_dir=data_dir, protocol=tiny_protocol(**protocol_kwargs),
-                         stimuli=synthetic_stimuli(stimuli_dir), placeholder=True, pictures="halfcell",
+                         stimuli=synthetic_stimuli(stimuli_dir), placeholder=kwargs.pop("placeholder", True), pictures="halfcell",
                          min_free_bytes=0, **kwargs)
     return CerApp(options)
 

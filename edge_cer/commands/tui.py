@@ -6,7 +6,8 @@
     edge-cer tui --data study-data --engines engines/ --typing        # reappraisals typed, not spoken
 
 The experimenter enters the participant's code on the setup screen (or ticks "resume" after a crash). The app
-prints the session summary as JSON when it closes; completed and aborted sessions are exported to BIDS and CSV.
+prints the session summary as JSON when it closes (a lost picture server: then one line on stderr, exit status 2,
+and the session resumes from the setup screen); completed and aborted sessions are exported to BIDS and CSV.
 """
 
 from __future__ import annotations
@@ -55,4 +56,6 @@ def run(args: argparse.Namespace) -> int:
     repair_exports(args.data)  # a kill during an earlier export is repaired before this session starts
     summary = CerApp(options).run()
     print(json.dumps(summary, indent=2))
+    if "stopped" in summary:  # the picture server was lost: the summary, then one line on stderr (status 2)
+        raise EdgeCerError(summary["stopped"])
     return 0

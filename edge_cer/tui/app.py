@@ -32,7 +32,7 @@ from textual.screen import Screen
 from textual.theme import Theme
 from textual.timer import Timer
 
-from edge_cer.errors import EdgeCerError
+from edge_cer.errors import EdgeCerError, GeneratorLost
 from edge_cer.runtime import Runtime, build_runtime
 from edge_cer.session import bids
 from edge_cer.session.data import read_session
@@ -42,6 +42,7 @@ from edge_cer.session.protocol import Protocol, load_protocol
 from edge_cer.session.stimuli import StimulusSet, synthetic_stimuli
 from edge_cer.tui.screens.experimenter import ExperimenterScreen
 from edge_cer.tui.screens.help import HelpScreen
+from edge_cer.tui.screens.lost import LostScreen
 from edge_cer.tui.screens.session import MESSAGE_HINTS, SessionScreen
 from edge_cer.tui.screens.setup import SetupScreen
 from edge_cer.tui.speech import microphone_problem
@@ -101,6 +102,13 @@ class CerApp(App[dict]):
         def __init__(self, token: int, outcome):
             super().__init__()
             self.token, self.outcome = token, outcome
+
+    class GeneratorGone(Message):
+        """The picture server died during the picture of phase `token` (`GeneratorLost`'s text)."""
+
+        def __init__(self, token: int, text: str):
+            super().__init__()
+            self.token, self.text = token, text
 
     class Recognised(Message):
         """A recogniser event for the speaking phase `token` with the transcript so far; `event` None: the turn
@@ -299,12 +307,38 @@ class CerApp(App[dict]):
 
     @work(thread=True, group="pictures")
     def _make_picture(self, token: int, trial: int, text: str, speech_end_ns: int | None) -> None:
-        self.post_message(self.PictureMade(token, self.runtime.live.picture(trial, text, speech_end_ns)))
+        try:
+            outcome = self.runtime.live.picture(trial, text, speech_end_ns)
+        except GeneratorLost as exc:  # the server died: the session stops, resumable (never a trial without picture)
+            return self.post_message(self.GeneratorGone(token, str(exc)))
+        self.post_message(self.PictureMade(token, outcome))
 
     def on_cer_app_picture_made(self, message: PictureMade) -> None:
-        if message.token == self._token and not self.session.paused:
+        if message.token == self._token and self.session is not None and not self.session.paused:
             self.runtime.live.submit(self.session, message.outcome)
             self.advance()
+
+    def on_cer_app_generator_gone(self, message: GeneratorGone) -> None:
+        """Stop the trial clock, log why, close the session as interrupted (no row for the open trial: a resume
+        repeats it) and show the experimenter one line; Enter exits with it (`edge-cer tui` prints it, status 2)."""
+        session = self.session
+        if session is None:
+            return
+        phase = session.current
+        trial = phase.trial.trial if phase is not None and phase.trial is not None else None
+        self._leave_phase()
+        session.pause()
+        session.store.log_event(session.attempt, trial, phase.name if phase else None, "generator_lost",
+                                session.clock.now_ns(), reason=message.text)
+        cause = message.text.split(";")[0]  # what happened, without the client's advice (which names run's --resume)
+        cause += ")" * (cause.count("(") - cause.count(")"))
+        self.summary["stopped"] = (
+            f"the picture server was lost{f' in trial {trial}' if trial else ''} ({cause}); every finished trial is "
+            f"saved and the session can be resumed: start `edge-cer serve` again, then run `edge-cer tui ... --server "
+            f"{self.options.server or 'URL'}` and tick \"resume\" on the setup screen")
+        self._screen().making_picture = False
+        self._close_session()
+        self.push_screen(LostScreen(self.summary["stopped"]), lambda _: self.exit(self.summary))
 
     @work(thread=True, group="speech")
     def _listen(self, token: int, trial: int, stop: threading.Event) -> None:
@@ -319,7 +353,7 @@ class CerApp(App[dict]):
             self.post_message(self.Recognised(token, None, heard=heard))
 
     def on_cer_app_recognised(self, message: Recognised) -> None:
-        if message.token != self._token or self._answered or self.session.paused:
+        if message.token != self._token or self._answered or self.session is None or self.session.paused:
             return
         event, heard, screen = message.event, message.heard, self._screen()
         if event is None and heard is not None and heard.text:  # the turn is over: its finals are the transcript
@@ -378,6 +412,8 @@ class CerApp(App[dict]):
         self._cover(ExperimenterScreen(where, trials[-LAST_TRIALS:]), self._experimenter_done)
 
     def _experimenter_done(self, result: tuple[str, str]) -> None:
+        if self.session is None:  # closed meanwhile (the picture server was lost)
+            return
         verb, reason = result
         if verb == "abort":
             self.session.abort(reason)
@@ -408,6 +444,10 @@ class CerApp(App[dict]):
 
     def finish(self) -> None:
         """Close the session's data (already committed) and exit with a summary; exports when it has ended."""
+        self._close_session()
+        self.exit(self.summary)
+
+    def _close_session(self) -> None:
         self._leave_phase()
         if self.session is not None:
             store = self.session.store
@@ -418,7 +458,6 @@ class CerApp(App[dict]):
             self.session = None
             if state is not None:
                 self.summary["bids"], self.summary["tidy_csv"] = map(str, bids.export_all(self.options.data_dir))
-        self.exit(self.summary)
 
     async def action_quit(self) -> None:
         """Quit at any point: every phase and response is already on disk; the session can be resumed."""
