@@ -68,8 +68,10 @@ async def test_overlay_in_phase(tmp_path, overlay, phase):
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, lambda: app._setup().ready)
         await pilot.click("#start")
-        await settle(pilot, lambda: app.session is not None and app.session.current is not None)
-        while app.session.current.name != phase:
+        while True:  # between two phases `current` is briefly None
+            await settle(pilot, lambda: app.session is not None and app.session.current is not None)
+            if app.session.current.name == phase:
+                break
             await step(pilot)
         # What the participant has going when the overlay opens: a half-typed reappraisal, a chosen rating point.
         if phase == "regulate":
