@@ -67,6 +67,13 @@ class LstmTransducerEncoder(nn.Module):
 ZIPFORMER2 = {"encoder_dims": 32, "query_head_dims": 8, "value_head_dims": 4, "num_heads": 2, "num_encoder_layers": 1,
               "cnn_module_kernels": 7, "left_context_len": 8}
 ZIPFORMER2_EMBED_STATE = (128, 3, 19)  # sherpa's fixed encoder_embed cache shape (batch first)
+# Zipformer (v1, icefall pruned_transducer_stateless7_streaming): one value per encoder stack, comma-separated in
+# the metadata. Two stacks of different sizes, so a state put in the wrong slot fails.
+ZIPFORMER = {"encoder_dims": (32, 24), "attention_dims": (16, 12), "num_encoder_layers": (1, 2),
+             "cnn_module_kernels": (7, 5), "left_context_len": (8, 4)}
+# Conformer (icefall pruned_transducer_stateless5 streaming): two caches over all layers.
+CONFORMER = {"num_encoder_layers": 2, "left_context": 8, "encoder_dim": 32, "cnn_module_kernel": 7,
+             "pad_length": 7}
 
 
 def zipformer2_state_shapes() -> list[tuple[str, tuple[int, ...], int]]:
@@ -82,22 +89,67 @@ def zipformer2_state_shapes() -> list[tuple[str, tuple[int, ...], int]]:
     return shapes + [("embed_states", (1, *ZIPFORMER2_EMBED_STATE), 0), ("processed_lens", (1,), 0)]
 
 
-class Zipformer2Encoder(nn.Module):
-    """The zipformer2 streaming signature (x, *states) -> (out, *next states) shared by the transducer encoder
-    (out: encoder frames, energy last) and the CTC model (out: log-probs, blank 0 gated by energy). Each state is
-    read and written back (decayed), so the caches travel through sherpa as in icefall's export."""
+def zipformer_state_shapes() -> list[tuple[str, tuple[int, ...], int]]:
+    """Zipformer v1's seven caches per stack, each kind for all stacks before the next kind (sherpa's
+    GetEncoderInitStates in online-zipformer-transducer-model.cc)."""
+    z = ZIPFORMER
+    stacks = list(zip(z["num_encoder_layers"], z["encoder_dims"], z["attention_dims"], z["cnn_module_kernels"],
+                      z["left_context_len"]))
+    kinds = {
+        "cached_len": (lambda n, d, a, k, left: (n, 1), 1),
+        "cached_avg": (lambda n, d, a, k, left: (n, 1, d), 1),
+        "cached_key": (lambda n, d, a, k, left: (n, left, 1, a), 2),
+        "cached_val": (lambda n, d, a, k, left: (n, left, 1, a // 2), 2),
+        "cached_val2": (lambda n, d, a, k, left: (n, left, 1, a // 2), 2),
+        "cached_conv1": (lambda n, d, a, k, left: (n, 1, d, k - 1), 1),
+        "cached_conv2": (lambda n, d, a, k, left: (n, 1, d, k - 1), 1),
+    }
+    return [(f"{kind}_{i}", shape(*stack), axis) for kind, (shape, axis) in kinds.items()
+            for i, stack in enumerate(stacks)]
 
-    def __init__(self, out_dim: int, ctc: bool):
+
+def conformer_state_shapes() -> list[tuple[str, tuple[int, ...], int]]:
+    """The conformer's attention and convolution caches, then the frames processed so far (read, not returned)."""
+    c = CONFORMER
+    return [("attn_cache", (c["num_encoder_layers"], c["left_context"], 1, c["encoder_dim"]), 2),
+            ("cnn_cache", (c["num_encoder_layers"], c["cnn_module_kernel"] - 1, 1, c["encoder_dim"]), 2),
+            ("processed_lens", (1,), 0)]
+
+
+# Integer states: frame counters, advanced by the chunk's output frames; every other state is a float cache.
+COUNTERS = ("processed_lens", "cached_len")
+
+
+def _is_counter(name: str) -> bool:
+    return name.startswith(COUNTERS)
+
+
+class CachedEncoder(nn.Module):
+    """The streaming signature (x, *states) -> (out, *next states) of the zipformer, zipformer2 and conformer
+    encoders and the zipformer2 CTC model (out: encoder frames with the energy last, or log-probs with blank 0
+    gated by energy). Each float cache is read and written back (decayed) and each counter advanced, so the states
+    travel through sherpa as in icefall's export. States past `returned` are read only (the conformer's frames
+    processed so far): they mask the caches before the first chunk, as icefall's conformer masks its left context.
+    """
+
+    def __init__(self, out_dim: int, ctc: bool, shapes: list, returned: int, d_model: int = 32):
         super().__init__()
-        self.embed = nn.Linear(SUBSAMPLING * FEATURE_DIM, ZIPFORMER2["encoder_dims"])
-        self.out = nn.Linear(ZIPFORMER2["encoder_dims"], out_dim if ctc else out_dim - 1)
-        self.ctc = ctc
+        self.embed = nn.Linear(SUBSAMPLING * FEATURE_DIM, d_model)
+        self.out = nn.Linear(d_model, out_dim if ctc else out_dim - 1)
+        self.ctc, self.shapes, self.returned = ctc, shapes, returned
 
     def forward(self, x, *states):
         frames = x[:, :CHUNK_FRAMES].reshape(x.shape[0], CHUNK_FRAMES // SUBSAMPLING, -1)
         y = torch.tanh(self.embed(frames / 16.0))
-        *cached, processed = states
-        next_states = [0.5 * s for s in cached] + [processed + y.shape[1]]
+        next_states = []
+        for (name, shape, axis), s in list(zip(self.shapes, states))[:self.returned]:
+            if _is_counter(name):
+                next_states.append(s + y.shape[1])
+                continue
+            for processed in states[self.returned:]:  # (N,): 1 where a chunk was already processed
+                seen = (processed > 0).to(s.dtype)
+                s = s * seen.reshape([-1 if i == axis else 1 for i in range(len(shape))])
+            next_states.append(0.5 * s)
         out = self.out(y)
         if self.ctc:
             gate = torch.cat([_gate(_energy(frames)), torch.zeros_like(out[..., 1:])], dim=-1)
@@ -105,19 +157,28 @@ class Zipformer2Encoder(nn.Module):
         return (torch.cat([out, _energy(frames)], dim=-1), *next_states)
 
 
-def _export_zipformer2(module: nn.Module, path: Path, out_name: str, meta: dict) -> None:
-    shapes = zipformer2_state_shapes()
-    T = CHUNK_FRAMES + 7
-    states = [torch.zeros(shape, dtype=torch.int64 if name == "processed_lens" else torch.float32)
-              for name, shape, _ in shapes]
+def _export_cached(path: Path, out_dim: int, ctc: bool, shapes: list, out_name: str, next_names: list[str],
+                   meta: dict) -> None:
+    """Export a CachedEncoder for `shapes` (name, shape, batch axis) with the chunk metadata sherpa reads."""
     names = [name for name, _, _ in shapes]
+    module = CachedEncoder(out_dim, ctc, shapes, returned=len(next_names))
+    T = CHUNK_FRAMES + 7  # icefall pads each chunk by 7 frames of right context
+    states = [torch.zeros(shape, dtype=torch.int64 if _is_counter(name) else torch.float32)
+              for name, shape, _ in shapes]
     dynamic = {"x": {0: "N"}, out_name: {0: "N"}}
-    for name, _, axis in shapes:
-        dynamic[name] = dynamic[f"new_{name}"] = {axis: "N"}
+    for (name, _, axis), next_name in zip(shapes, next_names + [None] * len(shapes)):
+        dynamic[name] = {axis: "N"}
+        if next_name:
+            dynamic[next_name] = {axis: "N"}
     with torch.no_grad():
-        _export(module, (torch.zeros(1, T, FEATURE_DIM), *states), path, ["x", *names],
-                [out_name, *(f"new_{n}" for n in names)],
-                {**{k: str(v) for k, v in ZIPFORMER2.items()}, "T": T, "decode_chunk_len": CHUNK_FRAMES, **meta}, dynamic)
+        _export(module, (torch.zeros(1, T, FEATURE_DIM), *states), path, ["x", *names], [out_name, *next_names],
+                {"T": T, "decode_chunk_len": CHUNK_FRAMES, **meta}, dynamic)
+
+
+def _export_zipformer2(path: Path, out_dim: int, ctc: bool, out_name: str, meta: dict) -> None:
+    shapes = zipformer2_state_shapes()
+    _export_cached(path, out_dim, ctc, shapes, out_name, [f"new_{name}" for name, _, _ in shapes],
+                   {**{k: str(v) for k, v in ZIPFORMER2.items()}, **meta})
 
 
 class TransducerDecoder(nn.Module):
@@ -250,8 +311,7 @@ def build_zipformer2_transducer(out: Path, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     joiner_dim = 24
     assert set(ZIPFORMER2) | {"T", "decode_chunk_len"} == set(TRANSDUCER_ENCODER_KEYS["zipformer2"])
-    _export_zipformer2(Zipformer2Encoder(joiner_dim, ctc=False), out / "encoder.onnx", "encoder_out",
-                       {"model_type": "zipformer2"})
+    _export_zipformer2(out / "encoder.onnx", joiner_dim, False, "encoder_out", {"model_type": "zipformer2"})
     return _transducer_head(out, joiner_dim)
 
 
@@ -261,12 +321,38 @@ def build_zipformer2_ctc(out: Path, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     tokens = ["<blk>"] + LETTERS
     assert set(ZIPFORMER2) | {"T", "decode_chunk_len"} == set(ZIPFORMER2_CTC_KEYS)
-    _export_zipformer2(Zipformer2Encoder(len(tokens), ctc=True), out / "model.onnx", "log_probs", {})
+    _export_zipformer2(out / "model.onnx", len(tokens), True, "log_probs", {})
     _write_tokens(out, tokens)
     return {"family": "zipformer2_ctc", "files": {"model": f"{out.name}/model.onnx", "tokens": f"{out.name}/tokens.txt"},
             "options": {}}
 
 
+def build_zipformer_transducer(out: Path, seed: int = 0) -> dict:
+    """A zipformer (v1) transducer (encoder model_type `zipformer`, seven caches per stack) plus tokens.txt."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    joiner_dim = 24
+    assert set(ZIPFORMER) | {"T", "decode_chunk_len"} == set(TRANSDUCER_ENCODER_KEYS["zipformer"])
+    shapes = zipformer_state_shapes()
+    _export_cached(out / "encoder.onnx", joiner_dim, False, shapes, "encoder_out",
+                   [f"new_{name}" for name, _, _ in shapes],
+                   {"model_type": "zipformer", **{k: ",".join(map(str, v)) for k, v in ZIPFORMER.items()}})
+    return _transducer_head(out, joiner_dim)
+
+
+def build_conformer_transducer(out: Path, seed: int = 0) -> dict:
+    """A conformer transducer (encoder model_type `conformer`: attention and convolution caches, frames processed
+    so far as input) plus tokens.txt."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    joiner_dim = 24
+    assert set(CONFORMER) | {"T", "decode_chunk_len"} == set(TRANSDUCER_ENCODER_KEYS["conformer"])
+    _export_cached(out / "encoder.onnx", joiner_dim, False, conformer_state_shapes(), "encoder_out",
+                   ["next_attn_cache", "next_cnn_cache"], {"model_type": "conformer", **CONFORMER})
+    return _transducer_head(out, joiner_dim)
+
+
 # `edge-cer export asr --test-model NAME`: one builder per family docs/speech.md names.
 TEST_MODELS = {"transducer": build_transducer, "zipformer2": build_zipformer2_transducer,
+               "zipformer": build_zipformer_transducer, "conformer": build_conformer_transducer,
                "zipformer2_ctc": build_zipformer2_ctc, "nemo_ctc": build_nemo_ctc}
