@@ -92,8 +92,9 @@ class RecognizerConfig:
     vad_min_silence: float = 0.3
     vad_threshold: float = 0.5  # Silero's own default speech probability threshold
     vad_max_speech: float = 20.0  # Whisper reads at most 30 s; same cap as the streaming rule 3
-    # vad mode: re-decode every 200 ms of new speech. The target is a partial at least every 320 ms; at 300 ms the
-    # decodes' jitter put the p95 interval at 0.33-0.36 s. A drafted decode costs ~0.05-0.1 s CPU (perf/asr.md).
+    # vad mode: a partial re-decode every 200 ms of speech, on the audio clock. The target is a partial at least
+    # every 320 ms; at 300 ms the decodes' jitter put the p95 interval at 0.33-0.36 s. A drafted decode costs
+    # ~0.05-0.1 s CPU for a 5 s utterance (perf/asr.md).
     partial_interval: float = 0.2
     # Whisper: zero mel frames (10 ms each) appended after the audio so it finds the end of text. sherpa's default
     # is 1000, which makes the encoder read 10 s more than the audio; 100 gives the same text on our espeak
@@ -138,9 +139,9 @@ class SpeechStream:
         self.utterance: list[np.ndarray] = []  # samples since the last final (two-pass / vad partials)
         self.utterance_start = 0  # sample index where `utterance` starts
         self.num_samples = 0  # samples accepted in total: the audio clock
-        self.last_text = ""
+        self.last_text = ""  # streaming: the newest partial's text (a Partial when it changes)
         self.draft: tuple[int, ...] = ()  # vad mode: Whisper's tokens for the current segment so far
-        self.last_partial_at = 0
+        self.partial_due = 0  # vad mode: sample count at which the next partial re-decode is due
         self.finished = False
 
     @property
@@ -187,7 +188,7 @@ class SpeechStream:
         self.utterance_start = self.num_samples - len(keep)
         self.last_text = ""
         self.draft = ()
-        self.last_partial_at = self.received
+        self.partial_due = self.received
 
 
 class StreamingRecognizer:
@@ -299,8 +300,8 @@ class VadRecognizer:
             events += self._pop_segments(stream)
         if stream.vad.is_speech_detected():
             # Counted in samples received, not in the 512-sample windows read: 100 ms chunks then give a partial
-            # every third chunk, not sometimes every fourth.
-            due = stream.received - stream.last_partial_at >= self.config.partial_interval * SAMPLE_RATE
+            # every second or third chunk, not sometimes every fourth.
+            due = stream.received >= stream.partial_due
             if partials and (due if stream.speaking else stream.speculative is None):
                 events += self._redecode(stream)
         elif not events:
@@ -328,8 +329,9 @@ class VadRecognizer:
         return stream.speaking
 
     def _redecode(self, stream: SpeechStream) -> list[Event]:
-        """Whisper on the open segment: a Partial if the text changed; at a pause, also the speculative final."""
-        stream.last_partial_at = stream.received
+        """Whisper on the open segment: a Partial (its text may not have changed: it says how far the decode
+        reached); at a pause, also the speculative final."""
+        self._schedule_next_partial(stream)
         start = stream.vad.current_segment.start
         stop = self._final_stop(stream, start, end=None)
         if stop is None:
@@ -337,10 +339,16 @@ class VadRecognizer:
         else:
             text = self._transcribe(stream, start, stop, drafted=False).text
             stream.speculative = Speculation(start, text)
-        if not text or text == stream.last_text:
-            return []
-        stream.last_text = text
-        return [Partial(text, stream.t)]
+        return [Partial(text, stream.t)] if text else []
+
+    def _schedule_next_partial(self, stream: SpeechStream) -> None:
+        """The next partial is due `partial_interval` after this one *was due*, not after it ran: the decode's own
+        time and the block it arrived in do not add up from one partial to the next. A due time already passed
+        (a slow decode) is skipped, not queued: a stale partial is worth less than the next fresh one. A decode
+        before its due time (the one at a pause) leaves the schedule as it is."""
+        if stream.received >= stream.partial_due:
+            step = round(self.config.partial_interval * SAMPLE_RATE)
+            stream.partial_due += ((stream.received - stream.partial_due) // step + 1) * step
 
     @staticmethod
     def _final_stop(stream: SpeechStream, start: int, end: int | None) -> int | None:
