@@ -8,7 +8,9 @@ en-us at 150 wpm, 0.5 s of silence before, 1.0 s after, plus 0.5 s more here) is
 `RecognizerWorker` as a microphone delivers it: --chunk-seconds chunks (default: the sources' 32 ms), each
 pushed once its *last* sample has been spoken (edge_cer.speech.audio.paced). Latency = wall time of the utterance's last Final minus the wall time
 its last speech sample was spoken (read off the waveform: the last sample above 0.01, independent of the
-recogniser). Partial interval = wall time between successive partials. Warm-up: one sentence, not counted.
+recogniser). Partial interval = wall time between two consecutive Partials of one utterance (no Final between
+them; pauses inside the utterance included); `partial_change_interval_s` counts only Partials whose text changed
+(vad mode re-emits an unchanged text: its `t` says how far the decode reached). Warm-up: one sentence, not counted.
 `same_as_file`: sentences whose live final text equals `transcribe_file`'s on the same audio (determinism).
 Load-independent figures beside the wall times: `audio_delay_s`, the end of speech -> the end of the chunk that
 carried the endpoint (Final.t_final rounded up to a chunk; the latency on an idle CPU if the final's decode,
@@ -48,6 +50,19 @@ def replay(recognizer, audio: np.ndarray, chunk_seconds: float) -> tuple[float, 
     return start, events
 
 
+def partial_intervals(events: list, changed_only: bool = False) -> list[float]:
+    """Wall seconds between consecutive Partials of each utterance (a Final ends an utterance)."""
+    intervals, previous, text = [], None, None
+    for event in events:
+        if isinstance(event, Final):
+            previous, text = None, None
+        elif not changed_only or event.text != text:
+            if previous is not None:
+                intervals.append(event.wall - previous)
+            previous, text = event.wall, event.text
+    return intervals
+
+
 def _percentiles(values: list[float]) -> dict:
     return {"p50": round(float(np.median(values)), 3), "p95": round(float(np.percentile(values, 95)), 3)}
 
@@ -65,7 +80,7 @@ def main() -> None:
     config = RecognizerConfig(num_threads=args.threads, vad_min_silence=args.vad_min_silence)
     recognizer = create_recognizer(args.asr, config)
     texts = SENTENCES.read_text(encoding="utf-8").splitlines()[:args.sentences + 1]
-    latencies, intervals, rows, loads = [], [], [], []
+    latencies, intervals, changes, rows, loads = [], [], [], [], []
     for i, text in enumerate(texts):
         path = synthesise("us150", i, text, args.cache)
         audio = read_audio(path)
@@ -78,13 +93,14 @@ def main() -> None:
             continue  # warm-up
         finals = [e for e in events if isinstance(e, Final)]
         latency = finals[-1].wall - (start + speech_end) if finals else None
-        partial_walls = [e.wall for e in events if isinstance(e, Partial)]
-        intervals += list(np.diff(partial_walls))
+        intervals += partial_intervals(events)
+        changes += partial_intervals(events, changed_only=True)
         hypothesis = " ".join(f.text for f in finals)
         loads.append(os.getloadavg()[0])
         chunk = args.chunk_seconds
         delay = np.ceil(finals[-1].t_final / chunk - 1e-9) * chunk - speech_end if finals else None
         rows.append({"index": i, "latency_s": latency, "audio_delay_s": delay, "cpu_s": cpu, "finals": len(finals),
+                     "partials": sum(isinstance(e, Partial) for e in events), "load_1min": loads[-1],
                      "text": hypothesis,
                      "wer": word_error_rate(text, hypothesis),
                      "same_as_file": hypothesis == transcribe_file(recognizer, path).text})
@@ -99,7 +115,10 @@ def main() -> None:
                             "within_0.5": int(sum(x <= 0.5 for x in latencies))},
         "audio_delay_s": _percentiles([r["audio_delay_s"] for r in rows if r["audio_delay_s"] is not None]),
         "cpu_s_per_sentence": _percentiles([r["cpu_s"] for r in rows]),
-        "partial_interval_s": _percentiles(intervals) if intervals else None,
+        "partial_interval_s": {**_percentiles(intervals), "max": round(max(intervals), 3),
+                               "within_0.32": f"{sum(x <= 0.32 for x in intervals)}/{len(intervals)}"}
+        if intervals else None,
+        "partial_change_interval_s": _percentiles(changes) if changes else None,
         "wer_mean": round(float(np.mean([r["wer"] for r in rows])), 4),
         "same_as_file": sum(r["same_as_file"] for r in rows), "rows": rows}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
