@@ -31,4 +31,17 @@ def test_bench_measures_both_modes_and_speculation_hides_generation_time(tmp_pat
     end_of_turn_s = Live().end_of_turn_s
     assert end_of_turn_s <= spec["speech_end_to_picture_s"] < end_of_turn_s + 0.15
     assert final["speech_end_to_picture_s"] >= end_of_turn_s + 0.6
+    # The scripted final is delivered once the audio reaches its endpoint (1.2 s): within one 32 ms block or so.
+    assert spec["speech_end_from"] == "recogniser" and 0 <= spec["speech_end_to_recogniser_final_s"] < 0.2
     assert "speech_end_to_picture" in lines[-1] and result["settings"]["engine"] == "StepGenerator"
+
+
+def test_speech_end_of_a_synthesised_recording_is_its_last_loud_sample(tmp_path):
+    from edge_cer.bench.live import speech_end
+
+    audio = np.zeros(3 * 16000, np.float32)
+    audio[8000:24000] = 0.2  # speech from 0.5 s to 1.5 s, then silence
+    sf.write(tmp_path / "s.wav", audio, 16000)
+    assert abs(speech_end(tmp_path / "s.wav") - 1.5) < 1e-3
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
+    assert speech_end(tmp_path / "silent.wav") == 0.0

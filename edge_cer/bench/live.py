@@ -4,10 +4,12 @@
     edge-cer bench --live --engines DIR --asr DIR [--audio A.wav ...] --out perf/results/NAME
 
 Each recording is replayed at microphone timing (each chunk after its last sample) through the recogniser
-while `LiveTrial` generates, exactly as in a session, on the parts `edge_cer.runtime` builds; modes alternate per recording so machine load hits both alike. Measured per trial, on one
-monotonic clock: end of speech (the recogniser's endpoint mapped from audio time), the final transcript (the end
-of the turn, `[live] end_of_turn_s` of silence later), and the moment the picture can be shown: max(picture ready,
-final transcript), since no picture is shown before the final transcript decides which one. The deadline is lifted
+while `LiveTrial` generates, exactly as in a session, on the parts `edge_cer.runtime` builds; modes alternate per
+recording so machine load hits both alike. Measured per trial, on one monotonic clock: end of speech (synthesised
+speech: its last sample, read off the waveform; recordings: the recogniser's endpoint, which Silero puts ~0.1 s
+late), the recogniser's last final (`speech_end_to_recogniser_final_s`: the ASR latency), the final transcript
+(the end of the turn, `[live] end_of_turn_s` of silence later), and the moment the picture can be shown:
+max(picture ready, final transcript), since no picture is shown before the final transcript decides which one. The deadline is lifted
 (60 s) so the true latency is measured, not the fallback.
 Warm-up (not measured): one generation and one replay.
 """
@@ -61,9 +63,19 @@ def synthesise(texts, folder: Path) -> list[Path]:
     return paths
 
 
+def speech_end(path: Path) -> float:
+    """Seconds into a clean (synthesised) recording where its last sample above 0.01 ends."""
+    import soundfile as sf
+
+    samples, rate = sf.read(path, dtype="float32", always_2d=True)
+    loud = np.flatnonzero(np.abs(samples).max(axis=1) > 0.01)
+    return (loud[-1] + 1) / rate if len(loud) else 0.0
+
+
 def measure(generator, recognizer, wav: Path, stimulus: Path, protocol: Protocol, speculate: bool,
-            policy: SafetyPolicy, seed: int = 1) -> dict:
-    """One live trial from a recording; seconds relative to the end of speech."""
+            policy: SafetyPolicy, seed: int = 1, speech_end_s: float | None = None) -> dict:
+    """One live trial from a recording; seconds relative to the end of speech (`speech_end_s` into the recording,
+    or, if None, the recogniser's endpoint)."""
     live = dataclasses.replace(protocol.live, speculate=speculate, deadline_s=60.0)
     trial = LiveTrial(generator, stimulus, seed=seed, generation=protocol.generation,
                       prompt=PromptBuilder(protocol.prompt), live=live, policy=policy, precompute=False)
@@ -74,12 +86,14 @@ def measure(generator, recognizer, wav: Path, stimulus: Path, protocol: Protocol
     outcome = trial.result()
     trial.close()
     fields = outcome.fields({})
-    end = heard.speech_end_ns
+    end = heard.start_ns + round(speech_end_s * NS) if speech_end_s is not None and heard.text else heard.speech_end_ns
     shown = max(outcome.ready_ns, heard.final_ns) if outcome.ready_ns is not None else None
     generated = next((g for g in outcome.generations if g.picture is not None and g.picture is outcome.picture), None)
     return {
         "audio": wav.name, "mode": "speculative" if speculate else "final_only", "transcript": heard.text,
         "partials": heard.partials, "source": outcome.source, "reason": outcome.reason,
+        "speech_end_from": "waveform" if speech_end_s is not None else "recogniser",
+        "speech_end_to_recogniser_final_s": (heard.last_final_ns - end) / NS if end else None,
         "speech_end_to_final_s": (heard.final_ns - end) / NS if end else None,
         "speech_end_to_picture_s": (shown - end) / NS if end and shown else None,
         "speech_end_to_feedback_s": (max(outcome.decided_ns, heard.final_ns) - end) / NS if end else None,
@@ -120,12 +134,14 @@ def run_live_bench(engines, asr, audio_files=None, *, synthesize: bool = True, o
         g = protocol.generation
         generator.generate(stimulus, "warm up", seed=0, strength=g.strength, ip_scale=g.ip_scale, steps=g.steps)
         measure(generator, recognizer, wavs[0], stimulus, protocol, False, policy)
+        ends = {wav: None if audio_files else speech_end(wav) for wav in wavs}
         trials = []
         for run in range(runs):
             for i, wav in enumerate(wavs):
                 order = list(MODES.values()) if (run + i) % 2 == 0 else list(MODES.values())[::-1]
                 for speculate in order:
-                    trials.append(measure(generator, recognizer, wav, stimulus, protocol, speculate, policy))
+                    trials.append(measure(generator, recognizer, wav, stimulus, protocol, speculate, policy,
+                                          speech_end_s=ends[wav]))
                     report(_line(trials[-1]))
     result = {
         "settings": {"engines": str(engines), "asr": str(asr), "asr_mode": recognizer.mode, "provider": provider,
@@ -137,7 +153,7 @@ def run_live_bench(engines, asr, audio_files=None, *, synthesize: bool = True, o
         "machine": machine_info(),
         "summary": {mode: {key: summarize([t[key] for t in trials if t["mode"] == mode and t[key] is not None])
                            for key in ("speech_end_to_picture_s", "speech_end_to_feedback_s", "speech_end_to_final_s",
-                                       "final_to_picture_s", "shown_generation_s")}
+                                       "speech_end_to_recogniser_final_s", "final_to_picture_s", "shown_generation_s")}
                     | {"wasted_per_trial": float(np.mean([t["wasted_generations"] for t in trials if t["mode"] == mode])),
                        "speculative_per_trial": float(np.mean([t["speculative_generations"] for t in trials
                                                                if t["mode"] == mode]))}
@@ -165,13 +181,14 @@ def table(result: dict) -> str:
     s = result["settings"]
     lines = [f"live bench: engine {s['engine']} steps {s['generation']['steps']}, asr mode {s['asr_mode']}, "
              f"{len(s['audio'])} recordings x {s['runs']} runs, cpu {result['machine']['cpu']}",
-             f"{'mode':<12} {'interval':<26} {'p50 s':>8} {'p95 s':>8} {'mean s':>8} {'n':>3}"]
+             f"{'mode':<12} {'interval':<32} {'p50 s':>8} {'p95 s':>8} {'mean s':>8} {'n':>3}"]
     for mode, summary in result["summary"].items():
-        for key in ("speech_end_to_final_s", "final_to_picture_s", "speech_end_to_picture_s", "speech_end_to_feedback_s"):
+        for key in ("speech_end_to_recogniser_final_s", "speech_end_to_final_s", "final_to_picture_s",
+                    "speech_end_to_picture_s", "speech_end_to_feedback_s"):
             v = summary[key]
             if v["n"]:
-                lines.append(f"{mode:<12} {key[:-2]:<26} {v['p50_ms'] / 1e3:8.3f} {v['p95_ms'] / 1e3:8.3f} "
+                lines.append(f"{mode:<12} {key[:-2]:<32} {v['p50_ms'] / 1e3:8.3f} {v['p95_ms'] / 1e3:8.3f} "
                              f"{v['mean_ms'] / 1e3:8.3f} {v['n']:>3}")
-        lines.append(f"{mode:<12} {'speculative / wasted':<26} {summary['speculative_per_trial']:8.2f} "
+        lines.append(f"{mode:<12} {'speculative / wasted':<32} {summary['speculative_per_trial']:8.2f} "
                      f"{summary['wasted_per_trial']:8.2f}")
     return "\n".join(lines)

@@ -40,6 +40,8 @@ class HeardWindow:
     speech_end_ns: int | None  # the last final's endpoint (None: nothing was said)
     final_ns: int  # when the turn ended: the transcript is final from here
     partials: int
+    start_ns: int = 0  # audio time 0: when listening started
+    last_final_ns: int | None = None  # when the recogniser delivered the turn's last final
 
 
 def listen(recognizer, chunks: Iterable[np.ndarray], clock: Callable[[], int], *, end_of_turn_s: float,
@@ -51,12 +53,13 @@ def listen(recognizer, chunks: Iterable[np.ndarray], clock: Callable[[], int], *
     starts. `on_event(event, running_text)` gets every Partial and Final with the transcript so far (finished
     utterances + the current partial)."""
     finals: list[Final] = []
-    partials = 0
+    partials, last_final_ns = 0, None
 
     def on_recognised(event) -> None:
-        nonlocal partials
+        nonlocal partials, last_final_ns
         if isinstance(event, Final):
             finals.append(event)
+            last_final_ns = clock()
         partials += isinstance(event, Partial)
         if on_event is not None:
             tail = [event.text] if isinstance(event, Partial) else []
@@ -76,7 +79,7 @@ def listen(recognizer, chunks: Iterable[np.ndarray], clock: Callable[[], int], *
     now = clock()
     # Audio time -> caller's clock. Replayed faster than real time the endpoint maps into the future: clamp.
     end = min(now, start + round(finals[-1].t_endpoint * NS)) if finals else None
-    return HeardWindow(" ".join(f.text for f in finals), end, now, partials)
+    return HeardWindow(" ".join(f.text for f in finals), end, now, partials, start, last_final_ns)
 
 
 class LivePipeline:
