@@ -45,3 +45,22 @@ def test_speech_end_of_a_synthesised_recording_is_its_last_loud_sample(tmp_path)
     assert abs(speech_end(tmp_path / "s.wav") - 1.5) < 1e-3
     sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
     assert speech_end(tmp_path / "silent.wav") == 0.0
+
+
+def test_a_folder_of_recordings_is_each_of_its_wavs_and_an_empty_one_is_refused(tmp_path):
+    import pytest
+
+    from edge_cer.errors import EdgeCerError
+
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    with pytest.raises(EdgeCerError, match="no WAV files"):
+        run_live_bench(StepGenerator(step_s=0.0), ScriptedRecognizer([]), [folder], runs=1,
+                       stimulus=stimulus(tmp_path / "stim.png"), report=lambda line: None)
+    for name in ("b.wav", "a.wav"):
+        sf.write(folder / name, np.zeros(int(2.6 * 16000), np.float32), 16000)
+    recognizer = ScriptedRecognizer([(0.2, "partial", "the storm has passed now"),
+                                     (1.2, "final", "The storm has passed, now.")])
+    result = run_live_bench(StepGenerator(step_s=0.0), recognizer, [folder], runs=1,
+                            stimulus=stimulus(tmp_path / "stim.png"), report=lambda line: None)
+    assert result["settings"]["audio"] == ["a.wav", "b.wav"] and len(result["trials"]) == 4

@@ -1,7 +1,7 @@
 """Speech end -> picture of the live pipeline, with and without speculation, on recorded or synthesised speech.
 
     run_live_bench("engines/sd-turbo", "models/asr", synthesize=True, out="perf/results/live_sd_turbo.json")
-    edge-cer bench --live --engines DIR --asr DIR [--audio A.wav ...] --out perf/results/NAME
+    edge-cer bench --live --engines DIR --asr DIR [--audio A.wav ... | --audio FOLDER] --out perf/results/NAME
 
 Each recording is replayed at microphone timing (each chunk after its last sample) through the recogniser
 while `LiveTrial` generates, exactly as in a session, on the parts `edge_cer.runtime` builds; modes alternate per
@@ -125,7 +125,9 @@ def run_live_bench(engines, asr, audio_files=None, *, synthesize: bool = True, o
     stimulus = Path(stimulus) if stimulus else synthetic_stimuli().stimuli[0].path
     with tempfile.TemporaryDirectory() as tmp:
         if audio_files:
-            wavs = [Path(a) for a in audio_files]
+            wavs = [w for a in map(Path, audio_files) for w in (sorted(a.glob("*.wav")) if a.is_dir() else [a])]
+            if not wavs:
+                raise EdgeCerError(f"{', '.join(map(str, audio_files))}: no WAV files; pass recordings or a folder of them")
         elif synthesize:
             wavs = synthesise(SENTENCES, Path(tmp))
         else:
