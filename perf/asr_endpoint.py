@@ -2,8 +2,8 @@
 
     .venv/bin/python perf/asr_endpoint.py --asr /tmp/asr_default --sentences 60 --out perf/results/asr_endpoint.json
 
-Each setting (a RecognizerConfig change, or a microphone block) decodes the held-out sentences (condition us150 of
-perf/asr_eval.py) from the file, once per sentence. The endpoint's audio time (`Final.t_final` of the sentence's
+Each setting (a RecognizerConfig change, or a microphone block) decodes the held-out sentences (--condition of
+perf/asr_eval.py, default us150) from the file, once per sentence. The endpoint's audio time (`Final.t_final` of the sentence's
 last final) does not depend on the CPU or on how the audio was chunked (the VAD reads the same 512-sample
 windows), so this needs no quiet machine: `audio_delay_s` = that time rounded up to the end of its microphone
 block, minus the end of speech read off the waveform (last sample above 0.01) — the latency of an idle CPU whose
@@ -37,6 +37,7 @@ SETTINGS = {
     "default": ({}, 0.032),
     "block 100 ms": ({}, 0.1),
     "vad_min_silence 0.2": ({"vad_min_silence": 0.2}, 0.032),
+    "vad_min_silence 0.25": ({"vad_min_silence": 0.25}, 0.032),
     "vad_min_silence 0.4": ({"vad_min_silence": 0.4}, 0.032),
     "vad_min_silence 0.5": ({"vad_min_silence": 0.5}, 0.032),
     "vad_threshold 0.35": ({"vad_threshold": 0.35}, 0.032),
@@ -69,15 +70,16 @@ def main() -> None:
     parser.add_argument("--asr", type=Path, required=True)
     parser.add_argument("--sentences", type=int, default=60)
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--condition", default="us150")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/edge_cer_asr_eval"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     items = []
     for i, text in enumerate(SENTENCES.read_text(encoding="utf-8").splitlines()[:args.sentences]):
-        path = synthesise("us150", i, text, args.cache)
+        path = synthesise(args.condition, i, text, args.cache)
         audio = read_audio(path)
         items.append((text, path, (np.flatnonzero(np.abs(audio) > 0.01)[-1] + 1) / 16000))
-    result = {"asr": str(args.asr), "sentences": len(items), "load_1min": os.getloadavg()[0], "settings": {}}
+    result = {"asr": str(args.asr), "condition": args.condition, "sentences": len(items), "load_1min": os.getloadavg()[0], "settings": {}}
     for name in args.settings:
         result["settings"][name] = measure(args.asr, *SETTINGS[name], items)
         print(json.dumps({name: result["settings"][name]}), flush=True)
