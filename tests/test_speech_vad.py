@@ -243,3 +243,31 @@ def test_speech_from_the_first_sample_is_decoded_whole_after_silence(vad_dir, tm
     lead = len(audio) - len(np.trim_zeros(audio, "f"))
     assert 0.3 * SR <= lead <= VAD_PRE_ROLL  # silence first (the VAD's start is a little into the speech)
     assert np.array_equal(audio[lead:lead + len(speech) - SR // 10], speech[:len(speech) - SR // 10])  # then all of it
+
+
+def test_partials_are_due_on_the_audio_clock_and_a_missed_one_is_skipped(vad_dir, tmp_path):
+    """A partial re-decode every 0.2 s of audio, counted from when the previous one was due (32 ms blocks: 6 or 7
+    blocks apart, never 7 every time); each gives a Partial even when its text did not change; after a backlog
+    (a slow decode) the missed due times are skipped, not decoded one after another."""
+    from edge_cer.speech.audio import array_source
+    from edge_cer.speech.whisper import Transcription
+
+    audio = espeak(tmp_path, 0.3, "I can see that the person in the picture is getting help, and he is fine", 1.0)
+    recognizer = create_recognizer(vad_dir)
+    recognizer.offline.transcribe = lambda samples, draft=(): Transcription("the same text", ())
+
+    def partial_times(chunks):
+        stream, events = recognizer.create_stream(), []
+        for chunk in chunks:
+            stream.accept_waveform(SR, chunk)
+            events += [(e, len(chunk)) for e in recognizer.decode(stream)]
+        return [(e.t, n) for e, n in events if isinstance(e, Partial) and e.text == "the same text"]
+
+    times = [t for t, _ in partial_times(array_source(audio, SR))]
+    assert len(times) >= 12  # the text never changes, yet a Partial per re-decode
+    assert 0.19 <= np.median(np.diff(times)) <= 0.21  # 0.224 (7 blocks) when counted from the previous decode
+    blocks = list(array_source(audio, SR))
+    backlog = np.concatenate(blocks[40:72])  # ~1 s arrives at once, mid-speech
+    after = partial_times(blocks[:40] + [backlog] + blocks[72:])
+    at = next(i for i, (_, n) in enumerate(after) if n == len(backlog))
+    assert 0.064 <= after[at + 1][0] - after[at][0] <= 0.2  # the next due time, not the missed ones at once
