@@ -101,6 +101,9 @@ class RecognizerConfig:
     whisper_tail_paddings: int = 100
     # Whisper: stop a decode when its last 6 tokens repeat earlier ones (the sentence read again); 0 turns it off.
     whisper_no_repeat: int = 6
+    # Whisper: beam width of a final (partials stay greedy, drafted). 5 is Whisper's own evaluation setting; 1 is
+    # greedy. Beam 5 costs ~3x a greedy decode's CPU (perf/asr.md).
+    whisper_beam_size: int = 5
 
 
 def _check_rate(sample_rate: int) -> None:
@@ -364,7 +367,8 @@ class VadRecognizer:
             # The recording began mid-speech: silence first, or Whisper drops the first word (perf/asr.md). Not
             # otherwise: zeros before a lead of room noise cost accuracy there.
             audio = np.concatenate([np.zeros(VAD_PRE_ROLL - start, np.float32), audio])
-        result = self.offline.transcribe(audio, draft=stream.draft if drafted else ())
+        result = self.offline.transcribe(audio, draft=stream.draft, beam_size=1) if drafted else \
+            self.offline.transcribe(audio)  # a final: the configured beam
         stream.draft = result.tokens
         return result
 
@@ -426,7 +430,8 @@ def create_recognizer(asr_dir: str | Path | AsrFolder, config: RecognizerConfig 
     folder = asr_dir if isinstance(asr_dir, AsrFolder) else load_asr_folder(asr_dir)
     config = config or RecognizerConfig()
     streaming, offline = folder.model("streaming"), folder.model("offline")
-    offline_rec = Whisper(offline, config.num_threads, config.whisper_tail_paddings, config.whisper_no_repeat) if offline else None
+    offline_rec = Whisper(offline, config.num_threads, config.whisper_tail_paddings, config.whisper_no_repeat,
+                          config.whisper_beam_size) if offline else None
     if streaming:
         return StreamingRecognizer(_online_recognizer(streaming, config), offline_rec, config)
     vad = folder.model("vad")
