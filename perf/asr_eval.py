@@ -79,7 +79,8 @@ def synthesise(condition: str, index: int, text: str, cache: Path) -> Path:
 
 def decoders(asr: Path, names: list[str]) -> dict:
     """name -> function(wav path) -> text. ``ours`` / ``pipeline`` use the recogniser's settings; a ``-beamN``
-    suffix sets the final's beam width (``ours-beam1``: greedy)."""
+    suffix sets the final's beam width (``ours-beam1``: greedy), then ``-denoiseD`` the SNR (dB) below which the
+    audio is denoised first (``pipeline-beam5-denoise25``)."""
     from edge_cer.speech.manifest import load_asr_folder
     from edge_cer.speech.recognizer import RecognizerConfig, create_recognizer
     from edge_cer.speech.transcribe import transcribe_file
@@ -88,8 +89,10 @@ def decoders(asr: Path, names: list[str]) -> dict:
     model = folder.model("offline")
     out = {}
     for name in names:
-        base, _, beam = name.partition("-beam")
-        config = RecognizerConfig(**({"whisper_beam_size": int(beam)} if beam else {}))
+        base, _, denoise = name.partition("-denoise")
+        base, _, beam = base.partition("-beam")
+        config = RecognizerConfig(**({"whisper_beam_size": int(beam)} if beam else {}),
+                                  **({"whisper_denoise_below_db": float(denoise)} if denoise else {}))
         if base == "ours-no-repeat-off":
             config.whisper_no_repeat = 0
         if base in ("ours", "ours-no-repeat-off"):

@@ -58,9 +58,9 @@ def test_beam_of_one_is_greedy_and_beams_are_deterministic(vad_dir):  # noqa: F8
 def test_a_decode_whisper_calls_silence_is_empty(vad_dir):  # noqa: F811
     whisper = create_recognizer(vad_dir).offline
     tokens = list(whisper.transcribe(speech_like([0.5, 1.0]), beam_size=1).tokens)
-    assert whisper._checked(_Hypothesis(tokens, -0.2 * (len(tokens) + 1), no_speech=0.9, ended=True)).tokens
-    assert whisper._checked(_Hypothesis(tokens, -2.0 * (len(tokens) + 1), no_speech=0.1, ended=True)).tokens
-    silent = whisper._checked(_Hypothesis(tokens, -2.0 * (len(tokens) + 1), no_speech=0.9, ended=True))
+    assert whisper._checked(_Hypothesis(tokens, -0.2 * (len(tokens) + 1), no_speech=0.9)).tokens
+    assert whisper._checked(_Hypothesis(tokens, -2.0 * (len(tokens) + 1), no_speech=0.1)).tokens
+    silent = whisper._checked(_Hypothesis(tokens, -2.0 * (len(tokens) + 1), no_speech=0.9))
     assert silent.text == "" and silent.tokens == ()
 
 

@@ -104,6 +104,9 @@ class RecognizerConfig:
     # Whisper: beam width of a final (partials stay greedy, drafted). 5 is Whisper's own evaluation setting; 1 is
     # greedy. Beam 5 costs ~3x a greedy decode's CPU (perf/asr.md).
     whisper_beam_size: int = 5
+    # Whisper: stationary noise reduction (speech/denoise.py) on audio whose estimated SNR is below this many dB;
+    # 0 turns it off. Clean speech is not touched.
+    whisper_denoise_below_db: float = 0.0
 
 
 def _check_rate(sample_rate: int) -> None:
@@ -431,7 +434,7 @@ def create_recognizer(asr_dir: str | Path | AsrFolder, config: RecognizerConfig 
     config = config or RecognizerConfig()
     streaming, offline = folder.model("streaming"), folder.model("offline")
     offline_rec = Whisper(offline, config.num_threads, config.whisper_tail_paddings, config.whisper_no_repeat,
-                          config.whisper_beam_size) if offline else None
+                          config.whisper_beam_size, config.whisper_denoise_below_db) if offline else None
     if streaming:
         return StreamingRecognizer(_online_recognizer(streaming, config), offline_rec, config)
     vad = folder.model("vad")

@@ -1,16 +1,23 @@
-"""Greedy Whisper decoding over the sherpa-onnx Whisper format, verifying a draft in one decoder call.
+"""Whisper decoding over the sherpa-onnx Whisper format: greedy (verifying a draft in one decoder call) for
+partials, Whisper's beam search for finals.
 
 The folder's encoder/decoder ONNX, tokens.txt and metadata are sherpa-onnx's (export/asr/whisper.py writes them),
 and the steps follow sherpa's OfflineRecognizer for Whisper (offline-recognizer-whisper-impl.h and
 offline-whisper-greedy-search-decoder.cc): kaldi-native-fbank's Whisper log-mel, normalised over the real frames,
-`tail_paddings` zero frames appended, the encoder, then greedy tokens after ``sot_sequence + <|notimestamps|>``,
-at most 6 per second of audio.
+`tail_paddings` zero frames appended, the encoder, then tokens after ``sot_sequence + <|notimestamps|>``, at most
+6 per second of audio.
 
-One thing differs, on purpose: a decode stops when its last `no_repeat` (6) tokens already occurred, and keeps
-the text before the repeat. With short tail padding Whisper often reads the sentence again ("... will reach it.
-The water looks deep, ...") until the token cap; sherpa's 1000-frame padding makes that rarer at 3x the encoder
-cost, and Whisper's own cure (temperature fallback) is random. On the held-out set this rule took WER from 0.33
-to 0.07 at padding 100 (perf/asr.md).
+Beam search (`beam_size` > 1, finals) is Whisper's own (openai/whisper decoding.py, its evaluation setting beam 5,
+patience 1, candidates ranked by summed log-prob / length), the beams one batch of the same decoder. It is
+deterministic, and on the held-out set it took clean-speech WER down 1-4 points for ~3x a greedy decode's CPU.
+
+Safeguards, all deterministic (Whisper's own fallback re-decodes at random temperatures):
+- a decode stops when its last `no_repeat` (6) tokens already occurred, and keeps the text before the repeat. With
+  short tail padding Whisper often reads the sentence again ("... will reach it. The water looks deep, ...")
+  until the token cap; on the held-out set this rule took WER from 0.33 to 0.07 at padding 100;
+- a decode that EOT or the token cap ended within those 6 tokens of such a restart drops it (`trim_restart`);
+- a decode Whisper's transcribe() would call silence (no-speech probability > 0.6, mean log-prob < -1) is empty;
+- optionally (`denoise_below_db`), audio whose estimated SNR is low is denoised first (speech/denoise.py).
 
 One thing sherpa cannot do: take a draft. The decoder reads any number of tokens in one call, and a call for
 25 tokens costs about what one step costs (its weights are read once). Given the tokens of the previous decode of
@@ -18,15 +25,18 @@ the same utterance (a partial re-decodes a segment that has only grown), all of 
 to the first one the model would not have chosen; greedy steps continue from there. The result is the greedy
 decode (up to int8 rounding of the batched activations); a good draft turns ~25 decoder runs into 2 or 3.
 
+Measurements: perf/asr.md.
+
 Example::
 
     from edge_cer.speech.manifest import load_asr_folder
     from edge_cer.speech.whisper import Whisper
 
     whisper = Whisper(load_asr_folder("models/asr").model("offline"))
-    first = whisper.transcribe(samples[:48000])                     # mono float32, 16 kHz
-    longer = whisper.transcribe(samples[:64000], draft=first.tokens)
-    print(longer.text)
+    first = whisper.transcribe(samples[:48000], beam_size=1)        # mono float32, 16 kHz; greedy
+    longer = whisper.transcribe(samples[:64000], draft=first.tokens)  # greedy, from the draft
+    final = whisper.transcribe(samples, beam_size=5)
+    print(final.text)
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_cer.errors import EdgeCerError
+from edge_cer.speech.denoise import denoised
 from edge_cer.speech.manifest import SAMPLE_RATE, ModelFiles
 
 MEL_FRAMES = 3000  # Whisper's 30 s window, the most its positional embedding covers
@@ -65,7 +76,7 @@ class Whisper:
     """An encoder and a decoder session (onnxruntime, CPU) and the tokens table of one Whisper model."""
 
     def __init__(self, model: ModelFiles, num_threads: int = 1, tail_paddings: int = 100, no_repeat: int = 6,
-                 beam_size: int = 1):
+                 beam_size: int = 1, denoise_below_db: float = 0.0):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -75,6 +86,7 @@ class Whisper:
 
         self.encoder, self.decoder = session("encoder"), session("decoder")
         self.tail_paddings, self.no_repeat, self.beam_size = tail_paddings, no_repeat, beam_size
+        self.denoise_below_db = denoise_below_db
         meta = self.encoder.get_modelmeta().custom_metadata_map
         self.n_mels = int(meta["n_mels"])
         self.cache_shape = (int(meta["n_text_layer"]), 1, int(meta["n_text_ctx"]), int(meta["n_text_state"]))
@@ -115,6 +127,8 @@ class Whisper:
         """Decode mono float32 samples at 16 kHz. `draft`: token ids expected (from an earlier decode), for a greedy
         decode; `beam_size`: 1 greedy, more a beam search (default: this model's `beam_size`, what finals use)."""
         beam_size = self.beam_size if beam_size is None else beam_size
+        if self.denoise_below_db:
+            samples = denoised(samples, self.denoise_below_db)
         mel, frames = self.features(samples)
         if not frames:
             return Transcription("", ())
@@ -152,15 +166,15 @@ class Whisper:
             for i, token in enumerate(scores.argmax(-1).tolist()):
                 logprob += float(scores[i, token])
                 if token == self.eot:
-                    return _Hypothesis(seq[n:], logprob, no_speech, ended=True)
+                    return _Hypothesis(seq[n:], logprob, no_speech)
                 seq.append(token)
                 if self.no_repeat and _repeats(seq[n:], self.no_repeat):
                     # the repeat starts: the text before it is the text
-                    return _Hypothesis(seq[n:-self.no_repeat], logprob, no_speech, ended=True)
+                    return _Hypothesis(seq[n:-self.no_repeat], logprob, no_speech)
                 if i >= len(drafted) or token != drafted[i]:
                     break  # a token the decoder has not read yet: feed it next
             feed, offset = seq[-1:], len(seq) - 1
-        return _Hypothesis(seq[n:n + limit], logprob, no_speech, ended=False)
+        return _Hypothesis(seq[n:n + limit], logprob, no_speech)
 
     def _beam(self, cross, limit: int, beam_size: int) -> _Hypothesis:
         """Whisper's beam search (its evaluation setting: beam 5, patience 1): each step extends every live beam by
@@ -209,13 +223,12 @@ class Whisper:
                                               (_ort_value(cross_k), _ort_value(cross_v)), n + len(live[0]) - 1)
             k_cache, v_cache = k_out.numpy(), v_out.numpy()
             scores = _log_softmax(logits.numpy()[:, -1])
-        ended = bool(finished)
         for seq, cum in zip(live, live_cums):  # fewer finished by the token cap: live beams count, as in Whisper
             if len(finished) >= beam_size:
                 break
             finished.setdefault(seq, cum[-1])
         best = max(finished, key=lambda s: finished[s] / max(len(s), 1))
-        return _Hypothesis(list(best), finished[best], no_speech, ended=ended)
+        return _Hypothesis(list(best), finished[best], no_speech)
 
     def _no_speech(self, logits: np.ndarray) -> float:
         """Whisper's no-speech probability: that of <|nocaptions|> right after <|startoftranscript|>."""
@@ -224,9 +237,10 @@ class Whisper:
         return float(np.exp(_log_softmax(logits[self.sot_index])[self.no_speech_token]))
 
     def _checked(self, hypothesis: _Hypothesis) -> Transcription:
-        """Whisper's safeguards, deterministic: a decode that ended by re-reading the start of its own text keeps
-        the text before that, and one that Whisper's transcribe() calls silence is empty."""
-        tokens = trim_restart(hypothesis.tokens, self.pieces) if hypothesis.ended else hypothesis.tokens
+        """Whisper's safeguards, deterministic: a decode that ends by re-reading the start of its own text (cut
+        short by EOT or the token cap) keeps the text before that; one that Whisper's transcribe() calls silence is
+        empty."""
+        tokens = trim_restart(hypothesis.tokens, self.pieces)
         if is_silence(hypothesis.no_speech, hypothesis.avg_logprob):
             tokens = []
         return Transcription(_text(tokens, self.pieces), tuple(tokens), hypothesis.avg_logprob, hypothesis.no_speech)
@@ -237,7 +251,6 @@ class _Hypothesis:
     tokens: list[int]
     logprob: float  # summed over the tokens and the EOT that ended them
     no_speech: float
-    ended: bool  # by EOT or the repeat stop, not the token cap
 
     @property
     def avg_logprob(self) -> float:
@@ -251,7 +264,8 @@ def is_silence(no_speech: float, avg_logprob: float) -> bool:
 
 def trim_restart(tokens: list[int], pieces: dict[int, bytes]) -> list[int]:
     """`tokens` without a tail, after a sentence's end, that repeats the text's beginning ("... reach it. The water
-    looks deep," for "The water looks deep, but ..."): a loop that EOT cut short before the repeat stop saw it."""
+    looks deep," for "The water looks deep, but ..."): a loop that EOT or the token cap cut short before the repeat
+    stop saw it."""
     for j in range(1, len(tokens)):
         if pieces.get(tokens[j - 1], b"").rstrip().endswith((b".", b"?", b"!")):
             head, tail = _text(tokens[:j], pieces), _text(tokens[j:], pieces)
