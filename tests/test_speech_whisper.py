@@ -76,3 +76,22 @@ def test_beam_search_on_tiny_en_reads_a_sentence(default_asr, tmp_path):
     first = whisper.transcribe(audio)
     assert first.text[0].isupper() and first.text.endswith(".") and word_error_rate(text, first.text) <= 0.2
     assert whisper.transcribe(audio) == first and -1.0 < first.avg_logprob < 0 and first.no_speech < 0.6
+
+
+def test_denoise_gates_steady_noise_and_leaves_clean_audio_alone():
+    from edge_cer.speech.denoise import denoised, snr_db
+
+    rng = np.random.default_rng(0)
+    t = np.arange(48000) / 16000
+    # "syllables": 0.25 s tones of other pitches from 1.0 s on (the gate reads a pitch held a third of the clip as noise)
+    tone = sum(0.3 * np.sin(2 * np.pi * f * t) * (t > start) * (t < start + 0.25)
+               for f, start in ((300, 1.0), (500, 1.4), (700, 1.8))).astype(np.float32)
+    noise = (0.03 * rng.standard_normal(len(t))).astype(np.float32)
+    assert snr_db(tone) == float("inf") and denoised(tone, 25.0) is tone
+    noisy = tone + noise
+    assert 15 < snr_db(noisy) < 25
+    out = denoised(noisy, 25.0)
+    quiet, word = slice(0, 14000), slice(16000, 32000)
+    assert np.std(out[quiet]) < 0.5 * np.std(noisy[quiet])  # the noise alone is turned down
+    assert np.std(out[word]) / np.std(out[quiet]) > 1.5 * np.std(noisy[word]) / np.std(noisy[quiet])  # SNR up
+    assert denoised(noisy, 10.0) is noisy  # above the setting's SNR: untouched
