@@ -154,9 +154,10 @@ def first_word_lost(reference: str, hypothesis: str) -> bool:
     return words(reference)[0] not in words(hypothesis)[:2]
 
 
-def table(paths: list[Path], first: int = 0, last: int | None = None) -> str:
+def table(paths: list[Path], first: int = 0, last: int | None = None, names: list[str] | None = None) -> str:
     """One row per condition, one column per decoder, over result files (a later file's decoders are added); WER
-    after Whisper's normaliser and plain (lower-cased), both from the stored texts, on sentences [first, last)."""
+    after Whisper's normaliser and plain (lower-cased), both from the stored texts, on sentences [first, last);
+    `names`: these decoders' columns only."""
     rows: dict[tuple[str, int], dict] = {}
     conditions: dict[str, dict] = {}
     for path in paths:
@@ -166,20 +167,22 @@ def table(paths: list[Path], first: int = 0, last: int | None = None) -> str:
         for r in result["rows"]:
             if first <= r["index"] < (last if last is not None else r["index"] + 1):
                 rows.setdefault((r["condition"], r["index"]), {}).update(r)
-    names = [k[6:] for k in next(iter(conditions.values())) if k.startswith("cpu_s_")]
+    names = names or [k[6:] for k in next(iter(conditions.values())) if k.startswith("cpu_s_")]
     texts = SENTENCES.read_text(encoding="utf-8").splitlines()
     lines = ["| condition | words | " + " | ".join(f"WER {n} (norm / plain)" for n in names) + " | first word lost ("
              + ", ".join(names) + ") | CPU s per sentence (" + ", ".join(names) + ") |",
              "|" + "---|" * (len(names) + 4)]
     for condition, c in conditions.items():
         mine = [r for (cond, _), r in rows.items() if cond == condition]
+        ran = [n for n in names if all(n in r for r in mine)]  # a decoder not run on this condition: "-"
         wer = {n: [corpus_wer([(texts[r["index"]], r[n]) for r in mine], split) for split in (whisper_words, words)]
-               for n in names}
-        lost = [sum(first_word_lost(texts[r["index"]], r[n]) for r in mine) for n in names]
+               for n in ran}
+        lost = {n: sum(first_word_lost(texts[r["index"]], r[n]) for r in mine) for n in ran}
         lines.append(f"| {condition} | {sum(len(words(texts[r['index']])) for r in mine)} | "
-                     + " | ".join(f"{wer[n][0]:.3f} / {wer[n][1]:.3f}" for n in names)
-                     + f" | {' / '.join(map(str, lost))} | "
-                     + " / ".join(f"{c['cpu_s_' + n] / c.get('sentences', 60):.2f}" for n in names) + " |")
+                     + " | ".join(f"{wer[n][0]:.3f} / {wer[n][1]:.3f}" if n in ran else "-" for n in names)
+                     + f" | {' / '.join(str(lost.get(n, '-')) for n in names)} | "
+                     + " / ".join(f"{c['cpu_s_' + n] / c.get('sentences', 60):.2f}" if n in ran else "-" for n in names)
+                     + " |")
     return "\n".join(lines)
 
 
@@ -193,6 +196,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--table", type=Path, nargs="+", help="print the markdown table of these results; exit")
     parser.add_argument("--rows", default="0:", help="with --table: sentences FIRST:LAST only (e.g. 30: held out)")
+    parser.add_argument("--columns", nargs="+", help="with --table: these decoders only")
     parser.add_argument("--asr", type=Path, help="ASR folder (export asr --default)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/edge_cer_asr_eval"), help="synthesised WAVs")
@@ -204,7 +208,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.table:
         first, last = args.rows.split(":")
-        print(table(args.table, int(first or 0), int(last) if last else None))
+        print(table(args.table, int(first or 0), int(last) if last else None, args.columns))
         return
     if args.asr is None:
         parser.error("--asr is required (or --table)")
