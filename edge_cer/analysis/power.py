@@ -136,7 +136,7 @@ def summarize(studies: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         else studies
     ok = ok.assign(significant=ok["p"] < alpha, covered=(ok["ci_low"] <= ok["truth"]) & (ok["truth"] <= ok["ci_high"]),
                    right_sign=np.sign(ok["estimate"]) == np.sign(ok["truth"]),
-                   dz_significant=ok["dz_p"] < alpha if "dz_p" in ok else np.nan)
+                   dz_significant=ok["dz_p"].lt(alpha).where(ok["dz_p"].notna()) if "dz_p" in ok else np.nan)
     grouped = ok.groupby(["participants", "contrast"], sort=True)
     out = grouped.agg(truth=("truth", "first"), null=("null", "first"), studies=("study", "nunique"),
                       power=("significant", "mean"), dz_power=("dz_significant", "mean"),
@@ -153,14 +153,16 @@ def markdown(summary: pd.DataFrame, header: str, alpha: float) -> str:
     lines = [f"# Power and CI coverage by simulation\n\n{header}\n",
              f"power = share of studies with p < {alpha:g} (for a true null: the false-positive rate); coverage = "
              "share of 95% CIs that contain the true value on the recorded 1-9 scale (truth.json); sign = share of "
-             "estimates with the true sign; planned = share of studies where the planned random-effects structure "
+             "estimates with the true sign; +- = the coverage's Monte Carlo SE (binomial); planned = share of studies where the planned random-effects structure "
              "converged cleanly. Mixed-model contrasts; dz power from the paired t of participant cell means.\n",
-             "| N | contrast | truth | power | dz power | coverage | sign | mean estimate | mean dz | planned | failed |",
-             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| N | contrast | studies | truth | power | dz power | coverage | +- | sign | mean estimate | mean dz | "
+             "planned | failed |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in summary.itertuples():
         name = (f"{r.contrast} (null)" if r.null else r.contrast).replace("|", "\\|")
-        lines.append(f"| {r.participants} | {name} | {r.truth:.3f} | {r.power:.3f} | {_f(r.dz_power)} | "
-                     f"{r.coverage:.3f} | {'' if r.null else f'{r.sign_recovered:.3f}'} | {r.mean_estimate:.3f} | "
+        mc_se = np.sqrt(r.coverage * (1 - r.coverage) / r.studies)
+        lines.append(f"| {r.participants} | {name} | {r.studies} | {r.truth:.3f} | {r.power:.3f} | {_f(r.dz_power)} | "
+                     f"{r.coverage:.3f} | {mc_se:.3f} | {'' if r.null else f'{r.sign_recovered:.3f}'} | {r.mean_estimate:.3f} | "
                      f"{_f(r.mean_dz)} | {r.planned_model:.2f} | {r.failed_studies} |")
     return "\n".join(lines) + "\n"
 
