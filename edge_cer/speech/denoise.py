@@ -52,5 +52,6 @@ def _triangle(n: int) -> np.ndarray:
 
 
 def denoised(samples: np.ndarray, max_snr_db: float) -> np.ndarray:
-    """`samples` through the gate if their estimated SNR is under `max_snr_db`, else as they are."""
-    return spectral_gate(samples) if snr_db(samples) < max_snr_db else samples
+    """`samples` through the gate if their estimated SNR is under `max_snr_db` (and they fill one STFT window),
+    else as they are."""
+    return spectral_gate(samples) if len(samples) >= N_FFT and snr_db(samples) < max_snr_db else samples
