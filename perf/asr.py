@@ -76,8 +76,10 @@ def main() -> None:
     parser.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS, help="microphone block")
     parser.add_argument("--vad-min-silence", type=float, default=RecognizerConfig.vad_min_silence)
     parser.add_argument("--threads", type=int, default=RecognizerConfig.num_threads)
+    parser.add_argument("--beam", type=int, default=RecognizerConfig.whisper_beam_size, help="finals' beam width")
     args = parser.parse_args()
-    config = RecognizerConfig(num_threads=args.threads, vad_min_silence=args.vad_min_silence)
+    config = RecognizerConfig(num_threads=args.threads, vad_min_silence=args.vad_min_silence,
+                              whisper_beam_size=args.beam)
     recognizer = create_recognizer(args.asr, config)
     texts = SENTENCES.read_text(encoding="utf-8").splitlines()[:args.sentences + 1]
     latencies, intervals, changes, rows, loads = [], [], [], [], []

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_cer.speech.audio import read_audio
-from edge_cer.speech.wer import word_error_rate, words
+from edge_cer.speech.wer import whisper_words, word_error_rate, words
 
 SR = 16000
 SENTENCES = Path(__file__).with_name("asr_sentences.txt")
@@ -78,27 +78,37 @@ def synthesise(condition: str, index: int, text: str, cache: Path) -> Path:
 
 
 def decoders(asr: Path, names: list[str]) -> dict:
-    """name -> function(wav path) -> text."""
+    """name -> function(wav path) -> text. ``ours`` / ``pipeline`` use the recogniser's settings; a ``-beamN``
+    suffix sets the final's beam width (``ours-beam1``: greedy), then ``-denoiseD`` the SNR (dB) below which the
+    audio is denoised first (``pipeline-beam5-denoise25``)."""
     from edge_cer.speech.manifest import load_asr_folder
     from edge_cer.speech.recognizer import RecognizerConfig, create_recognizer
+    from edge_cer.speech.transcribe import transcribe_file
 
     folder = load_asr_folder(asr)
     model = folder.model("offline")
     out = {}
-    for name, no_repeat in (("ours", RecognizerConfig.whisper_no_repeat), ("ours-no-repeat-off", 0)):
-        if name in names:
-            whisper = create_recognizer(folder, RecognizerConfig(whisper_no_repeat=no_repeat)).offline
+    for name in names:
+        base, _, denoise = name.partition("-denoise")
+        base, _, beam = base.partition("-beam")
+        config = RecognizerConfig(**({"whisper_beam_size": int(beam)} if beam else {}),
+                                  **({"whisper_denoise_below_db": float(denoise)} if denoise else {}))
+        if base == "ours-no-repeat-off":
+            config.whisper_no_repeat = 0
+        if base in ("ours", "ours-no-repeat-off"):
+            whisper = create_recognizer(folder, config).offline
             out[name] = lambda path, whisper=whisper: whisper.transcribe(read_audio(path)).text
-    if "pipeline" in names:
-        from edge_cer.speech.transcribe import transcribe_file
-
-        recognizer = create_recognizer(folder)
-        out["pipeline"] = lambda path: transcribe_file(recognizer, path).text
+        elif base == "pipeline":
+            out[name] = lambda path, recognizer=create_recognizer(folder, config): \
+                transcribe_file(recognizer, path).text
     for name, tail in (("sherpa", 1000), ("sherpa-100", 100)):
         if name in names:
             out[name] = sherpa_decoder(model, tail)
     if "ct2" in names:
         out["ct2"] = ct2_decoder()
+    unknown = set(names) - set(out)
+    if unknown:
+        raise SystemExit(f"unknown decoders: {', '.join(sorted(unknown))}")
     return out
 
 
@@ -144,42 +154,61 @@ def first_word_lost(reference: str, hypothesis: str) -> bool:
     return words(reference)[0] not in words(hypothesis)[:2]
 
 
-def table(paths: list[Path]) -> str:
-    """One row per condition, one column per decoder, over result files (a later file's decoders are added)."""
-    conditions: dict[str, dict] = {}
+def table(paths: list[Path], first: int = 0, last: int | None = None, names: list[str] | None = None) -> str:
+    """One row per condition, one column per decoder, over result files (a later file's decoders are added); WER
+    after Whisper's normaliser and plain (lower-cased), both from the stored texts, on sentences [first, last);
+    `names`: these decoders' columns only."""
     rows: dict[tuple[str, int], dict] = {}
+    conditions: dict[str, dict] = {}
     for path in paths:
         result = json.loads(path.read_text())
         for condition, c in result["conditions"].items():
             conditions.setdefault(condition, {}).update(c)
         for r in result["rows"]:
-            rows.setdefault((r["condition"], r["index"]), {}).update(r)
-    names = [k[4:] for k in next(iter(conditions.values())) if k.startswith("wer_")]
+            if first <= r["index"] < (last if last is not None else r["index"] + 1):
+                rows.setdefault((r["condition"], r["index"]), {}).update(r)
+    names = names or [k[6:] for k in next(iter(conditions.values())) if k.startswith("cpu_s_")]
     texts = SENTENCES.read_text(encoding="utf-8").splitlines()
-    lines = ["| condition | words | " + " | ".join(f"WER {n}" for n in names) + " | first word lost ("
-             + ", ".join(names) + ") | CPU s (" + ", ".join(names) + ") |",
+    lines = ["| condition | words | " + " | ".join(f"WER {n} (norm / plain)" for n in names) + " | first word lost ("
+             + ", ".join(names) + ") | CPU s per sentence (" + ", ".join(names) + ") |",
              "|" + "---|" * (len(names) + 4)]
     for condition, c in conditions.items():
         mine = [r for (cond, _), r in rows.items() if cond == condition]
-        lost = [sum(first_word_lost(texts[r["index"]], r[n]) for r in mine) for n in names]
-        lines.append(f"| {condition} | {c['words']} | " + " | ".join(f"{c['wer_' + n]:.3f}" for n in names)
-                     + f" | {' / '.join(map(str, lost))} | "
-                     + " / ".join(f"{c['cpu_s_' + n]:.0f}" for n in names) + " |")
+        ran = [n for n in names if all(n in r for r in mine)]  # a decoder not run on this condition: "-"
+        wer = {n: [corpus_wer([(texts[r["index"]], r[n]) for r in mine], split) for split in (whisper_words, words)]
+               for n in ran}
+        lost = {n: sum(first_word_lost(texts[r["index"]], r[n]) for r in mine) for n in ran}
+        lines.append(f"| {condition} | {sum(len(words(texts[r['index']])) for r in mine)} | "
+                     + " | ".join(f"{wer[n][0]:.3f} / {wer[n][1]:.3f}" if n in ran else "-" for n in names)
+                     + f" | {' / '.join(str(lost.get(n, '-')) for n in names)} | "
+                     + " / ".join(f"{c['cpu_s_' + n] / c.get('sentences', 60):.2f}" if n in ran else "-" for n in names)
+                     + " |")
     return "\n".join(lines)
+
+
+def corpus_wer(pairs: list[tuple[str, str]], split) -> float:
+    """Word errors over all (reference, hypothesis) pairs / reference words."""
+    errors = sum(word_error_rate(ref, hyp, split) * len(split(ref)) for ref, hyp in pairs)
+    return errors / max(sum(len(split(ref)) for ref, _ in pairs), 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--table", type=Path, nargs="+", help="print the markdown table of these results; exit")
+    parser.add_argument("--rows", default="0:", help="with --table: sentences FIRST:LAST only (e.g. 30: held out)")
+    parser.add_argument("--columns", nargs="+", help="with --table: these decoders only")
     parser.add_argument("--asr", type=Path, help="ASR folder (export asr --default)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/edge_cer_asr_eval"), help="synthesised WAVs")
-    parser.add_argument("--decoders", nargs="+", default=["ours", "ours-no-repeat-off", "pipeline", "sherpa", "sherpa-100", "ct2"])
+    parser.add_argument("--decoders", nargs="+", default=["ours", "ours-beam1", "pipeline", "sherpa", "ct2"],
+                        help="ours, pipeline (each with -beamN for the final's beam width), ours-no-repeat-off, "
+                             "sherpa, sherpa-100, ct2")
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--sentences", type=int, default=0, help="only the first N sentences (0: all)")
     args = parser.parse_args()
     if args.table:
-        print(table(args.table))
+        first, last = args.rows.split(":")
+        print(table(args.table, int(first or 0), int(last) if last else None, args.columns))
         return
     if args.asr is None:
         parser.error("--asr is required (or --table)")
@@ -189,21 +218,21 @@ def main() -> None:
     result = {"asr": str(args.asr), "sentences": len(texts), "load_1min_start": round(os.getloadavg()[0], 2),
               "conditions": {}, "rows": []}
     for condition in args.conditions:
-        errors, cpu = {name: 0.0 for name in run}, {name: 0.0 for name in run}
-        n_words = 0
+        cpu, pairs = {name: 0.0 for name in run}, {name: [] for name in run}
         for i, text in enumerate(texts):
             path = synthesise(condition, i, text, args.cache)
-            n_words += len(words(text))
             row = {"condition": condition, "index": i}
             for name, decode in run.items():
                 start = time.process_time()
                 hypothesis = decode(path)
                 cpu[name] += time.process_time() - start
-                errors[name] += word_error_rate(text, hypothesis) * len(words(text))
+                pairs[name].append((text, hypothesis))
                 row[name] = hypothesis
             result["rows"].append(row)
         result["conditions"][condition] = {
-            "words": n_words, **{f"wer_{n}": round(errors[n] / n_words, 4) for n in run},
+            "words": sum(len(words(t)) for t in texts), "sentences": len(texts),
+            **{f"wer_{n}": round(corpus_wer(pairs[n], words), 4) for n in run},
+            **{f"wer_norm_{n}": round(corpus_wer(pairs[n], whisper_words), 4) for n in run},
             **{f"cpu_s_{n}": round(cpu[n], 2) for n in run}}
         print(condition, json.dumps(result["conditions"][condition]), flush=True)
     result["load_1min_end"] = round(os.getloadavg()[0], 2)

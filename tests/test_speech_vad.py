@@ -61,8 +61,8 @@ def record_decodes(recognizer, stream):
     """Wrap the recognizer's Whisper: each call's (stream time, audio seconds, text, at a pause) goes to the list."""
     calls, transcribe = [], recognizer.offline.transcribe
 
-    def recorded(samples, draft=()):
-        result = transcribe(samples, draft)
+    def recorded(samples, draft=(), **options):
+        result = transcribe(samples, draft, **options)
         calls.append((stream.t, len(samples) / SR, result.text, not stream.speaking))
         return result
 
@@ -87,7 +87,7 @@ def test_draft_decoding_is_greedy_decoding(vad_dir):
     runs = []
     run = whisper.decoder.run_with_ort_values
     whisper.decoder.run_with_ort_values = lambda *a: runs.append(1) or run(*a)
-    greedy = whisper.transcribe(audio)
+    greedy = whisper.transcribe(audio, beam_size=1)
     steps, runs[:] = len(runs), []
     assert len(greedy.tokens) >= 3  # the random model never says end-of-text: it fills its 6 tokens per second
     assert whisper.transcribe(audio, draft=greedy.tokens) == greedy
@@ -112,7 +112,7 @@ def test_whisper_reads_the_folder_as_sherpa_onnx_does(vad_dir):
         stream = sherpa.create_stream()
         stream.accept_waveform(SR, audio)
         sherpa.decode_stream(stream)
-        assert whisper.transcribe(audio).text == stream.result.text.strip() != ""
+        assert whisper.transcribe(audio, beam_size=1).text == stream.result.text.strip() != ""
 
 
 def test_file_transcription_decodes_each_segment_once(vad_dir, tmp_path):
@@ -177,7 +177,7 @@ def test_speculation_is_dropped_when_speech_goes_on(vad_dir, tmp_path):
 def test_same_audio_gives_the_same_finals_from_a_file_live_and_with_partials(vad_dir, tmp_path):
     """Finals depend on the audio only: not on partials, chunking, coalescing in the worker, or real time.
 
-    Whisper is replaced by a digest of exactly what it is given (samples and draft), so any difference in the
+    Whisper is replaced by a digest of exactly what it is given (samples, draft, beam), so any difference in the
     audio a final reads, or a draft reaching a final (an int8 decoder can then pick another near-tie), shows."""
     import hashlib
 
@@ -194,8 +194,9 @@ def test_same_audio_gives_the_same_finals_from_a_file_live_and_with_partials(vad
     audio = read_audio(tmp_path / "speech.wav")  # the file's 16-bit samples, for the live runs too
     recognizer = create_recognizer(vad_dir)
 
-    def digest(samples, draft=()):
-        text = hashlib.sha1(np.asarray(samples, np.float32).tobytes() + repr(tuple(draft)).encode()).hexdigest()
+    def digest(samples, draft=(), beam_size=None):
+        given = repr((tuple(draft), beam_size)).encode()  # a partial's greedy decode reaching a final shows too
+        text = hashlib.sha1(np.asarray(samples, np.float32).tobytes() + given).hexdigest()
         return Transcription(text[:12], (len(samples),))
 
     recognizer.offline.transcribe = digest
@@ -234,7 +235,8 @@ def test_speech_from_the_first_sample_is_decoded_whole_after_silence(vad_dir, tm
     speech = espeak(tmp_path, "The storm has passed")
     recognizer = create_recognizer(vad_dir)
     given, transcribe = [], recognizer.offline.transcribe
-    recognizer.offline.transcribe = lambda samples, draft=(): given.append(samples) or transcribe(samples, draft)
+    recognizer.offline.transcribe = lambda samples, draft=(), **options: \
+        given.append(samples) or transcribe(samples, draft, **options)
     stream = recognizer.create_stream()
     stream.accept_waveform(SR, np.concatenate([speech, np.zeros(SR, np.float32)]))
     finals = [e for e in recognizer.decode(stream, partials=False) + recognizer.finish(stream) if isinstance(e, Final)]
@@ -254,7 +256,7 @@ def test_partials_are_due_on_the_audio_clock_and_a_missed_one_is_skipped(vad_dir
 
     audio = espeak(tmp_path, 0.3, "I can see that the person in the picture is getting help, and he is fine", 1.0)
     recognizer = create_recognizer(vad_dir)
-    recognizer.offline.transcribe = lambda samples, draft=(): Transcription("the same text", ())
+    recognizer.offline.transcribe = lambda samples, draft=(), **options: Transcription("the same text", ())
 
     def partial_times(chunks):
         stream, events = recognizer.create_stream(), []

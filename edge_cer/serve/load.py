@@ -61,11 +61,18 @@ class ServeProcess:
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         self.process.send_signal(sig)
-        code = self.process.wait(timeout=60)
+        try:
+            code = self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = None
         try:  # what a killed server leaves behind (PyTriton's tritonserver and python-backend stubs)
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        if code is None:  # a hung shutdown is a finding: say where it hung, and leave nothing running
+            self.process.wait()
+            raise RuntimeError(f"edge-cer serve did not stop within 60 s of signal {sig}:\n"
+                               f"{self.log.read_text(errors='replace')[-3000:]}")
         return code
 
 

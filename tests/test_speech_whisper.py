@@ -1,0 +1,97 @@
+"""The Whisper decoder's search and safeguards: beam search (1 = greedy; 5 on the real tiny.en), the stop for a
+loop that EOT cut short, the silence rule, and WER after Whisper's English normaliser."""
+
+import numpy as np
+import pytest
+
+from edge_cer.speech.recognizer import create_recognizer
+from edge_cer.speech.wer import whisper_words, word_error_rate, words
+from edge_cer.speech.whisper import _Hypothesis, _repeats, is_silence, trim_restart
+from tests.test_speech_streaming import speech_like
+from tests.test_speech_vad import espeak, vad_dir  # noqa: F401 (a fixture)
+
+PIECES = {1: b"The", 2: b" water", 3: b" looks", 4: b" deep", 5: b",", 6: b" but", 7: b" it", 8: b" is", 9: b" close",
+          10: b".", 11: b" The", 12: b" boat", 13: b" fine", 14: b"?"}
+
+
+def test_a_loop_cut_short_by_eot_is_trimmed():
+    said = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]  # "The water looks deep, but it is close."
+    again = said + [11, 2, 3, 4, 5]  # ... + " The water looks deep,": 5 tokens, under the 6-token repeat stop
+    assert not _repeats(again, 6) and trim_restart(again, PIECES) == said
+    assert trim_restart(said + [11], PIECES) == said  # a lone first word again
+    # Not a restart: a new sentence, the text without a sentence end before the tail, or the whole text again.
+    assert trim_restart(said + [11, 12, 8, 9, 10], PIECES) == said + [11, 12, 8, 9, 10]
+    assert trim_restart([1, 2, 8, 13, 5, 11, 2], PIECES) == [1, 2, 8, 13, 5, 11, 2]
+    assert trim_restart([1, 2, 10, 11, 2, 10], PIECES) == [1, 2, 10, 11, 2, 10]
+    assert trim_restart([], PIECES) == []
+
+
+def test_silence_rule_is_whispers():
+    assert is_silence(no_speech=0.9, avg_logprob=-1.5)
+    assert not is_silence(no_speech=0.9, avg_logprob=-0.4)  # sure of its words: speech after all
+    assert not is_silence(no_speech=0.3, avg_logprob=-2.0)  # unsure words over speech: kept
+
+
+def test_normalised_wer_forgives_spelling_and_number_forms_only():
+    pytest.importorskip("whisper_normalizer")
+    reference = "The neighbour is practising, and it costs thirty thousand dollars. It's OK."
+    hypothesis = "The neighbor is practicing and it costs $30,000. It is OK!"
+    assert words(hypothesis) != words(reference) and word_error_rate(reference, hypothesis) > 0.3
+    assert whisper_words(reference) == whisper_words(hypothesis)
+    assert word_error_rate(reference, hypothesis, whisper_words) == 0
+    assert word_error_rate("The boat is close.", "The moat is close.", whisper_words) == 0.25
+
+
+def test_beam_of_one_is_greedy_and_beams_are_deterministic(vad_dir):  # noqa: F811
+    whisper = create_recognizer(vad_dir).offline
+    assert whisper.beam_size == 3  # finals' default
+    for seconds in ([0.2, 1.5, 0.3], [1.0, 0.4, 2.0, 0.5]):
+        mel, frames = whisper.features(speech_like(seconds))
+        cross, limit = whisper._encode(mel, frames)
+        greedy = whisper._greedy(cross, limit, ())
+        assert len(greedy.tokens) >= 3
+        assert whisper._beam(cross, limit, 1).tokens == greedy.tokens
+        beam = whisper._beam(cross, limit, 5)
+        assert beam.tokens and whisper._beam(cross, limit, 5) == beam
+
+
+def test_a_decode_whisper_calls_silence_is_empty(vad_dir):  # noqa: F811
+    whisper = create_recognizer(vad_dir).offline
+    tokens = list(whisper.transcribe(speech_like([0.5, 1.0]), beam_size=1).tokens)
+    assert whisper._checked(_Hypothesis(tokens, -0.2 * (len(tokens) + 1), no_speech=0.9)).tokens
+    assert whisper._checked(_Hypothesis(tokens, -2.0 * (len(tokens) + 1), no_speech=0.1)).tokens
+    silent = whisper._checked(_Hypothesis(tokens, -2.0 * (len(tokens) + 1), no_speech=0.9))
+    assert silent.text == "" and silent.tokens == ()
+
+
+def test_beam_search_on_tiny_en_reads_a_sentence(default_asr, tmp_path):
+    """The real Whisper tiny.en (int8): beam 5 transcribes an espeak sentence, with capitals and punctuation, the
+    same text twice."""
+    from edge_cer.speech.manifest import load_asr_folder
+    from edge_cer.speech.whisper import Whisper
+
+    text = "The man is being helped, and he will recover soon."
+    audio = np.concatenate([np.zeros(8000, np.float32), espeak(tmp_path, text), np.zeros(16000, np.float32)])
+    whisper = Whisper(load_asr_folder(default_asr).model("offline"), beam_size=5)
+    first = whisper.transcribe(audio)
+    assert first.text[0].isupper() and first.text.endswith(".") and word_error_rate(text, first.text) <= 0.2
+    assert whisper.transcribe(audio) == first and -1.0 < first.avg_logprob < 0 and first.no_speech < 0.6
+
+
+def test_denoise_gates_steady_noise_and_leaves_clean_audio_alone():
+    from edge_cer.speech.denoise import denoised, snr_db
+
+    rng = np.random.default_rng(0)
+    t = np.arange(48000) / 16000
+    # "syllables": 0.25 s tones of other pitches from 1.0 s on (the gate reads a pitch held a third of the clip as noise)
+    tone = sum(0.3 * np.sin(2 * np.pi * f * t) * (t > start) * (t < start + 0.25)
+               for f, start in ((300, 1.0), (500, 1.4), (700, 1.8))).astype(np.float32)
+    noise = (0.03 * rng.standard_normal(len(t))).astype(np.float32)
+    assert snr_db(tone) == float("inf") and denoised(tone, 25.0) is tone
+    noisy = tone + noise
+    assert 15 < snr_db(noisy) < 25
+    out = denoised(noisy, 25.0)
+    quiet, word = slice(0, 14000), slice(16000, 32000)
+    assert np.std(out[quiet]) < 0.5 * np.std(noisy[quiet])  # the noise alone is turned down
+    assert np.std(out[word]) / np.std(out[quiet]) > 1.5 * np.std(noisy[word]) / np.std(noisy[quiet])  # SNR up
+    assert denoised(noisy, 10.0) is noisy  # above the setting's SNR: untouched
