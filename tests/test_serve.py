@@ -38,7 +38,13 @@ def server(tiny_export, tmp_path_factory):
     if not SERVE_PYTHON.is_file():
         pytest.skip(f"{SERVE_PYTHON}: no serve venv; run ./setup.sh")
     pytest.importorskip("tritonclient.grpc", reason="the client needs tritonclient: pip install 'edge-cer[client]'")
-    served = ServeProcess(tiny_export(), tmp_path_factory.mktemp("serve") / "serve.log", "--drain-s", "2").start()
+    # Started as a script's background job starts it, with SIGINT ignored: SIGTERM must stop it all the same (it
+    # did not, when SIGTERM was turned into a SIGINT).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        served = ServeProcess(tiny_export(), tmp_path_factory.mktemp("serve") / "serve.log", "--drain-s", "2").start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     yield served
     assert served.stop() == 0, served.log.read_text()[-3000:]
     assert "edge-cer serve: stopped" in served.log.read_text()

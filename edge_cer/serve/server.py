@@ -73,8 +73,9 @@ def serve(args: argparse.Namespace) -> int:
     config = TritonConfig(http_address=args.host, http_port=args.http_port, grpc_address=args.host,
                           grpc_port=args.grpc_port, metrics_port=args.metrics_port, exit_timeout_secs=args.drain_s,
                           log_verbose=0)
-    # SIGTERM (systemd, docker stop, kill) stops as gracefully as Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    # SIGTERM (systemd, docker stop, kill) stops as gracefully as Ctrl-C: PyTriton's serve() drains on
+    # KeyboardInterrupt. Raised here, not by re-sending SIGINT, which a script's background job ignores.
+    signal.signal(signal.SIGTERM, _interrupt)
     with Triton(config=config) as triton:
         bind(triton, service, instances=args.instances, max_queue=args.max_queue, queue_timeout_s=args.queue_timeout_s)
         print(f"edge-cer serve: ready: grpc://{args.host}:{args.grpc_port} http://{args.host}:{args.http_port} "
@@ -82,6 +83,10 @@ def serve(args: argparse.Namespace) -> int:
         triton.serve()
     print("edge-cer serve: stopped", flush=True)
     return 0
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
