@@ -3,9 +3,9 @@
     .venv/bin/python perf/asr_endpoint.py --asr /tmp/asr_default --sentences 60 --out perf/results/asr_endpoint.json
 
 Each setting (a RecognizerConfig change, or a microphone block) decodes the held-out sentences (--condition of
-perf/asr_eval.py, default us150) from the file, once per sentence. The endpoint's audio time (`Final.t_final` of the sentence's
-last final) does not depend on the CPU or on how the audio was chunked (the VAD reads the same 512-sample
-windows), so this needs no quiet machine: `audio_delay_s` = that time rounded up to the end of its microphone
+perf/asr_eval.py, default us150) from the file, once per sentence. The endpoint's audio time (`Final.t_final` of
+the sentence's last final) does not depend on the CPU or on how the audio was chunked (the VAD reads the same
+512-sample windows), so this needs no quiet machine: `audio_delay_s` = that time rounded up to the end of its microphone
 block, minus the end of speech read off the waveform (last sample above 0.01) — the latency of an idle CPU whose
 final decode, started at the pause, is done by then (perf/asr.py measures wall time). `split`: sentences cut into
 more than one final (one sentence, one final is intended); `cpu_s`: process CPU per sentence (all of its decodes).
@@ -61,8 +61,8 @@ def measure(asr: Path, changes: dict, block: float, items: list) -> dict:
         splits += len(transcript.finals) > 1
         if transcript.finals:
             delays.append(np.ceil(transcript.finals[-1].t_final / block - 1e-9) * block - speech_end)
-    return {"changes": changes, "block_s": block, "audio_delay_s": _percentiles(delays), "no_final": len(items) - len(delays),
-            "split": splits, "wer_mean": round(float(np.mean(errors)), 4), "cpu_s": _percentiles(cpus)}
+    return {"changes": changes, "block_s": block, "audio_delay_s": _percentiles(delays),
+            "no_final": len(items) - len(delays), "split": splits, "wer_mean": round(float(np.mean(errors)), 4), "cpu_s": _percentiles(cpus)}
 
 
 def main() -> None:
@@ -79,7 +79,8 @@ def main() -> None:
         path = synthesise(args.condition, i, text, args.cache)
         audio = read_audio(path)
         items.append((text, path, (np.flatnonzero(np.abs(audio) > 0.01)[-1] + 1) / 16000))
-    result = {"asr": str(args.asr), "condition": args.condition, "sentences": len(items), "load_1min": os.getloadavg()[0], "settings": {}}
+    result = {"asr": str(args.asr), "condition": args.condition, "sentences": len(items),
+              "load_1min": os.getloadavg()[0], "settings": {}}
     for name in args.settings:
         result["settings"][name] = measure(args.asr, *SETTINGS[name], items)
         print(json.dumps({name: result["settings"][name]}), flush=True)

@@ -13,7 +13,8 @@ from edge_cer.speech.recognizer import Final, Partial, RecognizerWorker, create_
 SR = 16000
 
 
-FAMILIES = ["transducer", "zipformer2", "zipformer", "conformer", "zipformer2_ctc", "nemo_ctc"]  # export.asr.test_models.TEST_MODELS
+# export.asr.test_models.TEST_MODELS
+FAMILIES = ["transducer", "zipformer2", "zipformer", "conformer", "zipformer2_ctc", "nemo_ctc"]
 
 
 def export_asr(*argv: str) -> int:

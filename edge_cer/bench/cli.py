@@ -55,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--live", action="store_true",
                    help="speech end -> picture of the live pipeline on recorded or synthesised speech")
     p.add_argument("--asr", type=Path, help="--live: ASR folder (edge-cer export asr)")
-    p.add_argument("--audio", type=Path, nargs="*", help="--live: WAV files or folders of them (default: 3 synthesised reappraisals)")
+    p.add_argument("--audio", type=Path, nargs="*",
+                   help="--live: WAV files or folders of them (default: 3 synthesised reappraisals)")
 
 
 def synthetic_stimulus(size: int = 512):

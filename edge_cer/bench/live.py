@@ -9,8 +9,8 @@ recording so machine load hits both alike. Measured per trial, on one monotonic 
 speech: its last sample, read off the waveform; recordings: the recogniser's endpoint, which Silero puts ~0.1 s
 late), the recogniser's last final (`speech_end_to_recogniser_final_s`: the ASR latency), the final transcript
 (the end of the turn, `[live] end_of_turn_s` of silence later), and the moment the picture can be shown:
-max(picture ready, final transcript), since no picture is shown before the final transcript decides which one. The deadline is lifted
-(60 s) so the true latency is measured, not the fallback.
+max(picture ready, final transcript), since no picture is shown before the final transcript decides which one.
+The deadline is lifted (60 s) so the true latency is measured, not the fallback.
 Warm-up (not measured): one generation and one replay.
 """
 
@@ -127,7 +127,8 @@ def run_live_bench(engines, asr, audio_files=None, *, synthesize: bool = True, o
         if audio_files:
             wavs = [w for a in map(Path, audio_files) for w in (sorted(a.glob("*.wav")) if a.is_dir() else [a])]
             if not wavs:
-                raise EdgeCerError(f"{', '.join(map(str, audio_files))}: no WAV files; pass recordings or a folder of them")
+                raise EdgeCerError(f"{', '.join(map(str, audio_files))}: no WAV files; pass recordings or a "
+                                   "folder of them")
         elif synthesize:
             wavs = synthesise(SENTENCES, Path(tmp))
         else:
