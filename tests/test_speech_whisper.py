@@ -95,3 +95,16 @@ def test_denoise_gates_steady_noise_and_leaves_clean_audio_alone():
     assert np.std(out[quiet]) < 0.5 * np.std(noisy[quiet])  # the noise alone is turned down
     assert np.std(out[word]) / np.std(out[quiet]) > 1.5 * np.std(noisy[word]) / np.std(noisy[quiet])  # SNR up
     assert denoised(noisy, 10.0) is noisy  # above the setting's SNR: untouched
+
+
+def test_a_final_over_beam_max_s_decodes_greedy(vad_dir, monkeypatch):  # noqa: F811
+    from edge_cer.speech.recognizer import RecognizerConfig
+
+    whisper = create_recognizer(vad_dir, RecognizerConfig(whisper_beam_max_s=2.0)).offline
+    searched = []
+    monkeypatch.setattr(whisper, "_beam", lambda *a, **k: searched.append("beam") or _Hypothesis([], 0.0, 0.0))
+    monkeypatch.setattr(whisper, "_greedy", lambda *a, **k: searched.append("greedy") or _Hypothesis([], 0.0, 0.0))
+    whisper.transcribe(speech_like([0.3, 1.5]))  # 1.8 s: the configured beam
+    whisper.transcribe(speech_like([0.3, 2.0]))  # 2.3 s: greedy, the beam would outlast the endpoint wait
+    whisper.transcribe(speech_like([0.3, 2.0]), beam_size=3)  # asked for explicitly: the beam
+    assert searched == ["beam", "greedy", "beam"]

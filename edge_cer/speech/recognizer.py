@@ -106,6 +106,10 @@ class RecognizerConfig:
     # points at ~2x a greedy decode's CPU, hidden in the `vad_min_silence` wait; Whisper's own 5 gains 0-2 points
     # more but its decode outlasts that wait (end of speech -> final over 0.5 s; perf/asr.md).
     whisper_beam_size: int = 3
+    # Whisper: a final over more audio than this (pre-roll included) decodes greedy. Its beam decode grows with the
+    # audio (beam 3: 0.19 s for 5 s, 0.46 s for 10 s, 1.1 s for 20 s on one core; greedy 0.09 / 0.19 / 0.48 s) and
+    # must end within the ~0.3 s between the pause and the endpoint (perf/asr.md "Long utterances").
+    whisper_beam_max_s: float = 7.0
     # Whisper: stationary noise reduction (speech/denoise.py) of audio whose estimated SNR is below this many dB
     # (0: off). 15 dB white noise reads as ~20 dB; clean speech is not touched. WER at 15 dB SNR -4 to -9 points.
     whisper_denoise_below_db: float = 25.0
@@ -443,7 +447,8 @@ def create_recognizer(asr_dir: str | Path | AsrFolder, config: RecognizerConfig 
     config = config or RecognizerConfig()
     streaming, offline = folder.model("streaming"), folder.model("offline")
     offline_rec = Whisper(offline, config.num_threads, config.whisper_tail_paddings, config.whisper_no_repeat,
-                          config.whisper_beam_size, config.whisper_denoise_below_db) if offline else None
+                          config.whisper_beam_size, config.whisper_denoise_below_db,
+                          config.whisper_beam_max_s) if offline else None
     if streaming:
         return StreamingRecognizer(_online_recognizer(streaming, config), offline_rec, config)
     vad = folder.model("vad")

@@ -76,7 +76,7 @@ class Whisper:
     """An encoder and a decoder session (onnxruntime, CPU) and the tokens table of one Whisper model."""
 
     def __init__(self, model: ModelFiles, num_threads: int = 1, tail_paddings: int = 100, no_repeat: int = 6,
-                 beam_size: int = 1, denoise_below_db: float = 0.0):
+                 beam_size: int = 1, denoise_below_db: float = 0.0, beam_max_s: float = float("inf")):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -86,7 +86,7 @@ class Whisper:
 
         self.encoder, self.decoder = session("encoder"), session("decoder")
         self.tail_paddings, self.no_repeat, self.beam_size = tail_paddings, no_repeat, beam_size
-        self.denoise_below_db = denoise_below_db
+        self.denoise_below_db, self.beam_max_s = denoise_below_db, beam_max_s
         meta = self.encoder.get_modelmeta().custom_metadata_map
         self.n_mels = int(meta["n_mels"])
         self.cache_shape = (int(meta["n_text_layer"]), 1, int(meta["n_text_ctx"]), int(meta["n_text_state"]))
@@ -125,8 +125,10 @@ class Whisper:
 
     def transcribe(self, samples: np.ndarray, draft: Sequence[int] = (), beam_size: int | None = None) -> Transcription:
         """Decode mono float32 samples at 16 kHz. `draft`: token ids expected (from an earlier decode), for a greedy
-        decode; `beam_size`: 1 greedy, more a beam search (default: this model's `beam_size`, what finals use)."""
-        beam_size = self.beam_size if beam_size is None else beam_size
+        decode; `beam_size`: 1 greedy, more a beam search (default: this model's `beam_size`, what finals use, greedy
+        for audio over `beam_max_s`: a beam decode's cost grows with the audio)."""
+        if beam_size is None:
+            beam_size = self.beam_size if len(samples) <= self.beam_max_s * SAMPLE_RATE else 1
         if self.denoise_below_db:
             samples = denoised(samples, self.denoise_below_db)
         mel, frames = self.features(samples)
