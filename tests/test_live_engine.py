@@ -3,6 +3,7 @@ picture is exactly the final transcript's picture (same prompt, same seed) wheth
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -34,17 +35,40 @@ def wait_for(condition, timeout=30.0):
         time.sleep(0.005)
 
 
+class HeldInTheEngine:
+    """The engine generator, except that a run of `prompt` waits inside the engine, at its first step callback,
+    until `release` is set: the final transcript then surely arrives while that run is in the engine, on a CPU of
+    any speed or load (150 steps were once over before the final came, on a loaded CI machine)."""
+
+    def __init__(self, generator, prompt: str):
+        self.generator, self.prompt = generator, prompt
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def generate(self, stimulus_path, prompt, *, callback_on_step_end=None, **options):
+        inner = callback_on_step_end
+        if prompt == self.prompt and inner is not None:
+            def callback_on_step_end(*args):
+                self.entered.set()
+                assert self.release.wait(30)
+                return inner(*args)
+        return self.generator.generate(stimulus_path, prompt, callback_on_step_end=callback_on_step_end, **options)
+
+    def __getattr__(self, name):
+        return getattr(self.generator, name)
+
+
 def test_speculative_run_is_cancelled_in_the_engine_and_the_final_picture_is_the_final_prompts(generator, stimulus_png):
-    steps = 150  # 90 UNet steps at strength 0.6: still running 0.2 s after it started, on any CPU
-    trial = make_trial(generator, stimulus_png, steps=steps, live=Live(debounce_s=0.0, deadline_s=60.0),
-                       policy=OPEN_GATE)
+    steps = 20
+    held = HeldInTheEngine(generator, "the man is badly hurt")
+    trial = make_trial(held, stimulus_png, steps=steps, live=Live(debounce_s=0.0, deadline_s=60.0), policy=OPEN_GATE)
     trial.partial("the man is badly hurt")
-    wait_for(lambda: trial.generations)
-    time.sleep(0.2)
+    assert held.entered.wait(30)
     trial.final("The man is being helped by a nurse.", time.monotonic_ns())
+    held.release.set()
     outcome = trial.result()
     trial.close()
     speculative, final = trial.generations
+    assert speculative.prompt == "the man is badly hurt"
     assert speculative.outcome == "cancelled" and speculative.picture is None
     assert final.prompt == "the man is being helped by a nurse" and final.kind == "final"
     assert outcome.source == "final" and outcome.reason is None
