@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_cer.speech.audio import CHUNK_SECONDS, array_source, paced, read_audio
+from edge_cer.speech.audio import CHUNK_SECONDS, array_source, paced, read_audio, speech_end_s
 from edge_cer.speech.recognizer import Final, Partial, RecognizerConfig, RecognizerWorker, create_recognizer
 from edge_cer.speech.transcribe import transcribe_file
 from edge_cer.speech.wer import word_error_rate
@@ -87,7 +87,7 @@ def main() -> None:
         path = synthesise("us150", i, text, args.cache)
         audio = read_audio(path)
         audio = np.concatenate([audio, np.zeros(int(EXTRA_TRAIL * 16000), np.float32)])
-        speech_end = (np.flatnonzero(np.abs(audio) > 0.01)[-1] + 1) / 16000
+        speech_end = speech_end_s(audio)
         cpu = time.process_time()
         start, events = replay(recognizer, audio, args.chunk_seconds)
         cpu = time.process_time() - cpu

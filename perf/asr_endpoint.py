@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_cer.speech.audio import read_audio
+from edge_cer.speech.audio import read_audio, speech_end_s
 from edge_cer.speech.recognizer import RecognizerConfig, create_recognizer
 from edge_cer.speech.transcribe import transcribe_file
 from edge_cer.speech.wer import word_error_rate
@@ -78,7 +78,7 @@ def main() -> None:
     for i, text in enumerate(SENTENCES.read_text(encoding="utf-8").splitlines()[:args.sentences]):
         path = synthesise(args.condition, i, text, args.cache)
         audio = read_audio(path)
-        items.append((text, path, (np.flatnonzero(np.abs(audio) > 0.01)[-1] + 1) / 16000))
+        items.append((text, path, speech_end_s(audio)))
     result = {"asr": str(args.asr), "condition": args.condition, "sentences": len(items),
               "load_1min": os.getloadavg()[0], "settings": {}}
     for name in args.settings:

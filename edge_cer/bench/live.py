@@ -33,7 +33,7 @@ from edge_cer.live.trial import NS, LiveTrial
 from edge_cer.runtime import build_runtime
 from edge_cer.session.prompt import PromptBuilder
 from edge_cer.session.protocol import Protocol, load_protocol
-from edge_cer.speech.audio import file_source
+from edge_cer.speech.audio import file_source, speech_end_s
 from edge_cer.speech.recognizer import Final
 
 # Reappraisals as participants speak them: 4-6 s each at espeak-ng's 150 words per minute.
@@ -67,9 +67,7 @@ def speech_end(path: Path) -> float:
     """Seconds into a clean (synthesised) recording where its last sample above 0.01 ends."""
     import soundfile as sf
 
-    samples, rate = sf.read(path, dtype="float32", always_2d=True)
-    loud = np.flatnonzero(np.abs(samples).max(axis=1) > 0.01)
-    return (loud[-1] + 1) / rate if len(loud) else 0.0
+    return speech_end_s(*sf.read(path, dtype="float32", always_2d=True))
 
 
 def measure(generator, recognizer, wav: Path, stimulus: Path, protocol: Protocol, speculate: bool,
