@@ -4,7 +4,7 @@ loop that EOT cut short, the silence rule, and WER after Whisper's English norma
 import numpy as np
 import pytest
 
-from edge_cer.speech.recognizer import create_recognizer
+from edge_cer.speech.recognizer import RecognizerConfig, create_recognizer
 from edge_cer.speech.wer import whisper_words, word_error_rate, words
 from edge_cer.speech.whisper import _Hypothesis, _repeats, is_silence, trim_restart
 from tests.test_speech_streaming import speech_like
@@ -98,8 +98,6 @@ def test_denoise_gates_steady_noise_and_leaves_clean_audio_alone():
 
 
 def test_a_final_over_beam_max_s_decodes_greedy(vad_dir, monkeypatch):  # noqa: F811
-    from edge_cer.speech.recognizer import RecognizerConfig
-
     whisper = create_recognizer(vad_dir, RecognizerConfig(whisper_beam_max_s=2.0)).offline
     searched = []
     monkeypatch.setattr(whisper, "_beam", lambda *a, **k: searched.append("beam") or _Hypothesis([], 0.0, 0.0))
