@@ -3,15 +3,16 @@
     .venv/bin/python perf/asr.py --asr /tmp/asr_default --out perf/results/asr_live.json
     .venv/bin/python perf/asr.py --asr /tmp/asr_default --vad-min-silence 0.5 --out ...   # an endpoint setting
 
-Each of --sentences held-out sentences (perf/asr_sentences.txt, condition us150 of perf/asr_eval.py: espeak-ng
-en-us at 150 wpm, 0.5 s of silence before, 1.0 s after, plus 0.5 s more here) is replayed through
-`RecognizerWorker` as a microphone delivers it: --chunk-seconds chunks (default: the sources' 32 ms), each
-pushed once its *last* sample has been spoken (edge_cer.speech.audio.paced). Latency = wall time of the utterance's last Final minus the wall time
-its last speech sample was spoken (read off the waveform: the last sample above 0.01, independent of the
-recogniser). Partial interval = wall time between two consecutive Partials of one utterance (no Final between
-them; pauses inside the utterance included); `partial_change_interval_s` counts only Partials whose text changed
-(vad mode re-emits an unchanged text: its `t` says how far the decode reached). Warm-up: one sentence, not counted.
-`same_as_file`: sentences whose live final text equals `transcribe_file`'s on the same audio (determinism).
+Each of --sentences held-out sentences (perf/asr_sentences.txt, --condition of perf/asr_eval.py, default us150:
+espeak-ng en-us at 150 wpm, 0.5 s of silence before, 1.0 s after, plus 0.5 s more here) is replayed through
+`RecognizerWorker` as a microphone delivers it: --chunk-seconds chunks (default: the sources' 32 ms), each pushed
+once its *last* sample has been spoken (edge_cer.speech.audio.paced). Latency = wall time of the utterance's last
+Final minus the wall time its last speech sample was spoken (read off the waveform: the last sample above 0.01,
+independent of the recogniser; for a noisy condition, off its noise-free twin's). Partial interval = wall time
+between two consecutive Partials of one utterance (no Final between them; pauses inside the utterance included);
+`partial_change_interval_s` counts only Partials whose text changed (vad mode re-emits an unchanged text: its `t`
+says how far the decode reached). Warm-up: one sentence, not counted. `same_as_file`: sentences whose live final
+text equals `transcribe_file`'s on the same audio (determinism).
 Load-independent figures beside the wall times: `audio_delay_s`, the end of speech -> the end of the chunk that
 carried the endpoint (Final.t_final rounded up to a chunk; the latency on an idle CPU if the final's decode,
 started at the pause, is done by then), and `cpu_s`, the process CPU time per sentence (all decodes).
@@ -34,7 +35,7 @@ from edge_cer.speech.transcribe import transcribe_file
 from edge_cer.speech.wer import word_error_rate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from asr_eval import SENTENCES, synthesise  # noqa: E402  (perf/ is scripts, not a package)
+from asr_eval import CONDITIONS, SENTENCES, clean_twin, synthesise  # noqa: E402  (perf/ is scripts, not a package)
 
 EXTRA_TRAIL = 0.5  # s of silence after the condition's 1.0 s: room for the slowest final
 
@@ -71,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--asr", type=Path, required=True)
     parser.add_argument("--sentences", type=int, default=20)
+    parser.add_argument("--condition", default="us150", choices=list(CONDITIONS), help="perf/asr_eval.py's")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/edge_cer_asr_eval"))
     parser.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS, help="microphone block")
@@ -84,10 +86,10 @@ def main() -> None:
     texts = SENTENCES.read_text(encoding="utf-8").splitlines()[:args.sentences + 1]
     latencies, intervals, changes, rows, loads = [], [], [], [], []
     for i, text in enumerate(texts):
-        path = synthesise("us150", i, text, args.cache)
+        path = synthesise(args.condition, i, text, args.cache)
         audio = read_audio(path)
         audio = np.concatenate([audio, np.zeros(int(EXTRA_TRAIL * 16000), np.float32)])
-        speech_end = speech_end_s(audio)
+        speech_end = speech_end_s(read_audio(synthesise(clean_twin(args.condition), i, text, args.cache)))
         cpu = time.process_time()
         start, events = replay(recognizer, audio, args.chunk_seconds)
         cpu = time.process_time() - cpu
@@ -110,7 +112,7 @@ def main() -> None:
             latencies.append(latency)
         print(json.dumps(rows[-1]), flush=True)
     result = {
-        "asr": str(args.asr), "mode": recognizer.mode, "sentences": len(rows), "chunk_seconds": args.chunk_seconds,
+        "asr": str(args.asr), "condition": args.condition, "mode": recognizer.mode, "sentences": len(rows), "chunk_seconds": args.chunk_seconds,
         "vad_min_silence": args.vad_min_silence, "num_threads": args.threads, "cpus": os.cpu_count(),
         "load_1min": {"min": round(min(loads), 2), "max": round(max(loads), 2)},
         "final_latency_s": {**_percentiles(latencies), "max": round(max(latencies), 3),

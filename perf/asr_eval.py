@@ -50,6 +50,15 @@ CONDITIONS = {
 }
 
 
+def clean_twin(condition: str) -> str:
+    """The noise-free condition with the same voice, rate and silences (the same speech timing): where a noisy
+    clip's speech ends is read off its twin's waveform."""
+    voice, rate, lead, trail, snr, phone = CONDITIONS[condition]
+    if snr is None:
+        return condition
+    return next(name for name, c in CONDITIONS.items() if c == (voice, rate, lead, trail, None, phone))
+
+
 def synthesise(condition: str, index: int, text: str, cache: Path) -> Path:
     """The condition's WAV for one sentence (16 kHz, or 8 kHz for telephone), built once."""
     import soundfile as sf
