@@ -112,7 +112,8 @@ def main() -> None:
             latencies.append(latency)
         print(json.dumps(rows[-1]), flush=True)
     result = {
-        "asr": str(args.asr), "condition": args.condition, "mode": recognizer.mode, "sentences": len(rows), "chunk_seconds": args.chunk_seconds,
+        "asr": str(args.asr), "condition": args.condition, "mode": recognizer.mode, "sentences": len(rows),
+        "chunk_seconds": args.chunk_seconds,
         "vad_min_silence": args.vad_min_silence, "num_threads": args.threads, "cpus": os.cpu_count(),
         "load_1min": {"min": round(min(loads), 2), "max": round(max(loads), 2)},
         "final_latency_s": {**_percentiles(latencies), "max": round(max(latencies), 3),

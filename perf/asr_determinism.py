@@ -3,7 +3,7 @@
     .venv/bin/python perf/asr_determinism.py --asr /tmp/asr_default --sentences 60 --repeats 20 \
         --ways file bursts --out perf/results/asr_determinism_full.json
 
-Per sentence (condition us150 of perf/asr_eval.py) and repeat: `transcribe_file` without partials, with
+Per sentence (--condition of perf/asr_eval.py, default us150) and repeat: `transcribe_file` without partials, with
 partials, and a `RecognizerWorker` fed uneven bursts (20-250 ms, a fresh random split each repeat, as fast as it
 takes them: its coalescing varies run to run, as live). Reports the distinct final texts per sentence over all
 runs; 1 everywhere means no difference. `--ways` picks among `file`, `partials` (the costly one: a partial
@@ -27,7 +27,7 @@ from edge_cer.speech.recognizer import Final, RecognizerWorker, create_recognize
 from edge_cer.speech.transcribe import transcribe_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from asr_eval import SENTENCES, synthesise  # noqa: E402  (perf/ is scripts, not a package)
+from asr_eval import CONDITIONS, SENTENCES, synthesise  # noqa: E402  (perf/ is scripts, not a package)
 
 
 def bursts(recognizer, audio: np.ndarray, rng) -> str:
@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--asr", type=Path, required=True)
     parser.add_argument("--sentences", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--condition", default="us150", choices=list(CONDITIONS), help="perf/asr_eval.py's")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/edge_cer_asr_eval"))
     parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS))
     parser.add_argument("--out", type=Path)
@@ -60,7 +61,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows, loads, cpu = [], [os.getloadavg()[0]], time.process_time()
     for i, text in enumerate(SENTENCES.read_text(encoding="utf-8").splitlines()[:args.sentences]):
-        path = synthesise("us150", i, text, args.cache)
+        path = synthesise(args.condition, i, text, args.cache)
         audio = read_audio(path)
         texts = {way: [] for way in args.ways}
         for _ in range(args.repeats):
@@ -71,9 +72,10 @@ def main() -> None:
                      "distinct_per_way": {way: len(set(t)) for way, t in texts.items()}})
         loads.append(os.getloadavg()[0])
         print(json.dumps(rows[-1]), flush=True)
-    result = {"asr": str(args.asr), "sentences": len(rows), "repeats": args.repeats, "ways": args.ways,
-              "cpu_s": round(time.process_time() - cpu, 1), "load_1min": {"min": min(loads), "max": max(loads)},
-              "runs": sum(r["runs"] for r in rows), "sentences_with_differences": sum(len(r["distinct"]) > 1 for r in rows),
+    result = {"asr": str(args.asr), "condition": args.condition, "sentences": len(rows), "repeats": args.repeats,
+              "ways": args.ways, "cpu_s": round(time.process_time() - cpu, 1),
+              "load_1min": {"min": min(loads), "max": max(loads)}, "runs": sum(r["runs"] for r in rows),
+              "sentences_with_differences": sum(len(r["distinct"]) > 1 for r in rows),
               "rows": rows}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
     if args.out:
