@@ -6,7 +6,8 @@ Each setting (a RecognizerConfig change, or a microphone block) decodes the held
 perf/asr_eval.py, default us150) from the file, once per sentence. The endpoint's audio time (`Final.t_final` of
 the sentence's last final) does not depend on the CPU or on how the audio was chunked (the VAD reads the same
 512-sample windows), so this needs no quiet machine: `audio_delay_s` = that time rounded up to the end of its microphone
-block, minus the end of speech read off the waveform (last sample above 0.01) — the latency of an idle CPU whose
+block, minus the end of speech read off the waveform (last sample above 0.01; for a noisy condition, off its
+noise-free twin's) — the latency of an idle CPU whose
 final decode, started at the pause, is done by then (perf/asr.py measures wall time). `split`: sentences cut into
 more than one final (one sentence, one final is intended); `cpu_s`: process CPU per sentence (all of its decodes).
 """
@@ -29,7 +30,7 @@ from edge_cer.speech.transcribe import transcribe_file
 from edge_cer.speech.wer import word_error_rate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from asr_eval import SENTENCES, synthesise  # noqa: E402  (perf/ is scripts, not a package)
+from asr_eval import CONDITIONS, SENTENCES, clean_twin, synthesise  # noqa: E402  (perf/ is scripts, not a package)
 
 DEFAULT = RecognizerConfig()
 # name -> (config changes, microphone block in s)
@@ -70,15 +71,15 @@ def main() -> None:
     parser.add_argument("--asr", type=Path, required=True)
     parser.add_argument("--sentences", type=int, default=60)
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--condition", default="us150")
+    parser.add_argument("--condition", default="us150", choices=list(CONDITIONS))
     parser.add_argument("--cache", type=Path, default=Path("/tmp/edge_cer_asr_eval"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     items = []
     for i, text in enumerate(SENTENCES.read_text(encoding="utf-8").splitlines()[:args.sentences]):
         path = synthesise(args.condition, i, text, args.cache)
-        audio = read_audio(path)
-        items.append((text, path, speech_end_s(audio)))
+        clean = read_audio(synthesise(clean_twin(args.condition), i, text, args.cache))
+        items.append((text, path, speech_end_s(clean)))
     result = {"asr": str(args.asr), "condition": args.condition, "sentences": len(items),
               "load_1min": os.getloadavg()[0], "settings": {}}
     for name in args.settings:
