@@ -71,6 +71,11 @@ class Runtime:
             generator = _engine_settings(generator.pipeline, protocol, self.provider)
         elif isinstance(generator, RemoteGenerator):  # the server takes every setting with each request
             generator = generator.with_settings(**_remote_settings(protocol))
+        loaded = getattr(getattr(self.recognizer, "config", None), "vad_min_silence", protocol.live.vad_min_silence)
+        if loaded != protocol.live.vad_min_silence:
+            raise EdgeCerError(f"session protocol {protocol.source}: [live] vad_min_silence = "
+                               f"{protocol.live.vad_min_silence}, but the recogniser was loaded with {loaded}; "
+                               "restart to resume it")
         self.close()
         return Runtime(protocol, generator, self.recognizer, LivePipeline(generator, self.recognizer, protocol),
                        self.provider)
@@ -109,9 +114,9 @@ def build_runtime(protocol: Protocol, *, engines: Path | str | None = None, serv
                                '--engines DIR or --server URL (or --placeholder for a rehearsal), or use '
                                'feedback = ["none"]')
     if recognizer is None and asr is not None:
-        from edge_cer.speech.recognizer import create_recognizer
+        from edge_cer.speech.recognizer import RecognizerConfig, create_recognizer
 
-        recognizer = create_recognizer(asr)
+        recognizer = create_recognizer(asr, RecognizerConfig(vad_min_silence=protocol.live.vad_min_silence))
     return Runtime(protocol, generator, recognizer, LivePipeline(generator, recognizer, protocol), provider)
 
 

@@ -175,6 +175,8 @@ CASES = [
          "deadline_s > 0"),
     Case("protocol-on-deadline-unknown", s_("protocol", protocol_with('on_deadline = "wait"', "live")), "on_deadline",
          '"best"'),
+    Case("protocol-pause-zero", s_("protocol", protocol_with("vad_min_silence = 0.0", "live")), "vad_min_silence",
+         "0.1 to 2.0 seconds"),
     Case("protocol-seed-negative", s_("protocol", protocol_with("seed = -5")), "seed", "whole number"),
     Case("protocol-speaking-zero", s_("protocol", PROTOCOL.replace("time_scale = 0.0", "time_scale = 1.0")
                                       + "[durations]\nspeaking = 0\n"), "speaking", "above 0"),

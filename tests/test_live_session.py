@@ -19,6 +19,7 @@ from edge_cer.session.participant import ScriptedParticipant
 from edge_cer.session.stimuli import synthetic_stimuli
 from tests.live_helpers import ScriptedRecognizer, StepGenerator
 from tests.session_helpers import make_protocol, protocol_text
+from tests.test_speech_vad import vad_dir  # noqa: F401 (a fixture)
 
 SCRIPT = [(0.3, "partial", "they are only"), (0.6, "partial", "they are actors on a film set"),
           (1.3, "final", "They are actors on a film set.")]
@@ -124,3 +125,19 @@ def test_edge_cer_run_with_engines_and_asr_goes_live(tmp_path, stimuli, tiny_exp
             assert t["engine_manifest_sha256"] and t["prompt"] == live["shown_prompt"]
         else:  # random-weight pictures may be refused by the gate: then the log says so
             assert t["no_picture_reason"].startswith("safety gate") and t["safety_blocked"] >= 1
+
+
+def test_the_protocol_sets_the_recognisers_pause(vad_dir):  # noqa: F811
+    """`[live] vad_min_silence` reaches the recogniser a session loads (and sherpa's VAD in it); a resumed session
+    whose protocol asks for another one is refused rather than run with the loaded one."""
+    from edge_cer.errors import EdgeCerError
+    from edge_cer.session.protocol import parse_protocol
+
+    noisy_room = parse_protocol(protocol_text() + "[live]\nvad_min_silence = 0.25\n", "noisy.toml")
+    runtime = build_runtime(noisy_room, asr=vad_dir, placeholder=True)
+    assert runtime.recognizer.config.vad_min_silence == 0.25
+    assert runtime.recognizer.vad_config.silero_vad.min_silence_duration == pytest.approx(0.25)
+    default = build_runtime(parse_protocol(protocol_text()), asr=vad_dir, placeholder=True)
+    assert default.recognizer.config.vad_min_silence == 0.3
+    with pytest.raises(EdgeCerError, match=r"vad_min_silence = 0.3, but the recogniser was loaded with 0.25"):
+        runtime.with_protocol(parse_protocol(protocol_text() + "[live]\nvad_min_silence = 0.3\n", "quiet.toml"))

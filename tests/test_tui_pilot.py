@@ -191,7 +191,7 @@ def quiet_audio():
 
 async def test_live_speech_partials_and_final_reach_the_session(tmp_path, monkeypatch):
     script = [(0.1, "partial", "they are"), (0.25, "final", "they are only actors")]
-    monkeypatch.setattr(speech_recognizer, "create_recognizer", lambda folder: ScriptedRecognizer(script))
+    monkeypatch.setattr(speech_recognizer, "create_recognizer", lambda folder, config=None: ScriptedRecognizer(script))
     app = make_app(tmp_path / "data", tmp_path / "stimuli", trials_per_condition=1, feedback='["ai"]',
                    asr=tmp_path, audio_source=quiet_audio)
     async with app.run_test(size=SIZE) as pilot:

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from edge_cer.errors import EdgeCerError, read_user_text
+from edge_cer.speech.recognizer import RecognizerConfig
 
 STRATEGIES = ("reappraise", "describe", "look")
 FEEDBACK = ("ai", "none")
@@ -119,6 +120,10 @@ class Live:
     # 0.85 s after speech (0.37 s when the first final ended it), inside the 1 s speech end -> picture goal; the
     # picture starts at the final, so a generation of up to ~0.5 s costs nothing more. A longer pause ends the turn.
     end_of_turn_s: float = 0.8
+    # vad mode: a pause this long ends an utterance (a final). Each 0.05 s shorter brings finals ~0.05 s earlier
+    # and splits more sentences at their pauses; 0.25 keeps the final within 0.5 s in 15 dB noise, where Silero
+    # hears the end later (perf/asr.md, "Fourth round").
+    vad_min_silence: float = RecognizerConfig.vad_min_silence
     # The feedback picture is due at most this long after the end of speech (or at the final transcript, when the
     # recogniser is later). Real compute time: not multiplied by time_scale.
     deadline_s: float = 3.0
@@ -342,6 +347,9 @@ def _check(p: Protocol) -> None:
         refuse("[live]", f"debounce_s={lv.debounce_s}, deadline_s={lv.deadline_s}", "need debounce_s >= 0 and deadline_s > 0")
     if not 0 <= lv.end_of_turn_s <= MAX_PHASE_S:
         refuse("[live] end_of_turn_s", f"= {lv.end_of_turn_s}", f"use 0 to {MAX_PHASE_S} seconds of silence, e.g. 0.8")
+    if not 0.1 <= lv.vad_min_silence <= 2.0:
+        refuse("[live] vad_min_silence", f"= {lv.vad_min_silence}",
+               "use 0.1 to 2.0 seconds of silence, e.g. 0.3 (0.25 in a noisy room)")
     if lv.on_deadline not in ("best", "none"):
         refuse("[live] on_deadline", f"= {lv.on_deadline!r}", 'use "best" or "none"')
     ins, default = p.instructions, Instructions()
