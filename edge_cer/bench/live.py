@@ -33,7 +33,7 @@ from edge_cer.live.trial import NS, LiveTrial
 from edge_cer.runtime import build_runtime
 from edge_cer.session.prompt import PromptBuilder
 from edge_cer.session.protocol import Protocol, load_protocol
-from edge_cer.speech.audio import file_source, speech_end_s
+from edge_cer.speech.audio import file_source, read_audio, speech_end_s
 from edge_cer.speech.recognizer import Final
 
 # Reappraisals as participants speak them: 4-6 s each at espeak-ng's 150 words per minute.
@@ -65,14 +65,12 @@ def synthesise(texts, folder: Path) -> list[Path]:
 
 def speech_end(path: Path) -> float:
     """Seconds into a clean (synthesised) recording where its last sample above 0.01 ends."""
-    import soundfile as sf
-
-    return speech_end_s(*sf.read(path, dtype="float32", always_2d=True))
+    return speech_end_s(read_audio(path))
 
 
 def measure(generator, recognizer, wav: Path, stimulus: Path, protocol: Protocol, speculate: bool,
-            policy: SafetyPolicy, seed: int = 1, speech_end_s: float | None = None) -> dict:
-    """One live trial from a recording; seconds relative to the end of speech (`speech_end_s` into the recording,
+            policy: SafetyPolicy, seed: int = 1, speech_ends_at: float | None = None) -> dict:
+    """One live trial from a recording; seconds relative to the end of speech (`speech_ends_at` s into the recording,
     or, if None, the recogniser's endpoint)."""
     live = dataclasses.replace(protocol.live, speculate=speculate, deadline_s=60.0)
     trial = LiveTrial(generator, stimulus, seed=seed, generation=protocol.generation,
@@ -84,13 +82,14 @@ def measure(generator, recognizer, wav: Path, stimulus: Path, protocol: Protocol
     outcome = trial.result()
     trial.close()
     fields = outcome.fields({})
-    end = heard.start_ns + round(speech_end_s * NS) if speech_end_s is not None and heard.text else heard.speech_end_ns
+    end = heard.speech_end_ns if speech_ends_at is None or not heard.text else \
+        heard.start_ns + round(speech_ends_at * NS)
     shown = max(outcome.ready_ns, heard.final_ns) if outcome.ready_ns is not None else None
     generated = next((g for g in outcome.generations if g.picture is not None and g.picture is outcome.picture), None)
     return {
         "audio": wav.name, "mode": "speculative" if speculate else "final_only", "transcript": heard.text,
         "partials": heard.partials, "source": outcome.source, "reason": outcome.reason,
-        "speech_end_from": "waveform" if speech_end_s is not None else "recogniser",
+        "speech_end_from": "waveform" if speech_ends_at is not None else "recogniser",
         "speech_end_to_recogniser_final_s": (heard.last_final_ns - end) / NS if end else None,
         "speech_end_to_final_s": (heard.final_ns - end) / NS if end else None,
         "speech_end_to_picture_s": (shown - end) / NS if end and shown else None,
@@ -142,7 +141,7 @@ def run_live_bench(engines, asr, audio_files=None, *, synthesize: bool = True, o
                 order = list(MODES.values()) if (run + i) % 2 == 0 else list(MODES.values())[::-1]
                 for speculate in order:
                     trials.append(measure(generator, recognizer, wav, stimulus, protocol, speculate, policy,
-                                          speech_end_s=ends[wav]))
+                                          speech_ends_at=ends[wav]))
                     report(_line(trials[-1]))
     result = {
         "settings": {"engines": str(engines), "asr": str(asr), "asr_mode": recognizer.mode, "provider": provider,

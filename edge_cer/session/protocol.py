@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from edge_cer.errors import EdgeCerError, read_user_text
-from edge_cer.speech.recognizer import RecognizerConfig
+from edge_cer.speech.families import VAD_MIN_SILENCE_S
 
 STRATEGIES = ("reappraise", "describe", "look")
 FEEDBACK = ("ai", "none")
@@ -123,7 +123,7 @@ class Live:
     # vad mode: a pause this long ends an utterance (a final). Each 0.05 s shorter brings finals ~0.05 s earlier
     # and splits more sentences at their pauses; 0.25 keeps the final within 0.5 s in 15 dB noise, where Silero
     # hears the end later (perf/asr.md, "Fourth round").
-    vad_min_silence: float = RecognizerConfig.vad_min_silence
+    vad_min_silence: float = VAD_MIN_SILENCE_S
     # The feedback picture is due at most this long after the end of speech (or at the final transcript, when the
     # recogniser is later). Real compute time: not multiplied by time_scale.
     deadline_s: float = 3.0

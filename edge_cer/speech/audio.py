@@ -107,12 +107,10 @@ def file_source(path: str | Path, realtime: bool = False, mix_down: bool = False
         raise EdgeCerError(f"{path}: the audio data is corrupt after {sent / SAMPLE_RATE:.1f} s ({exc})") from exc
 
 
-def speech_end_s(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    """Seconds into clean (synthesised) speech where its last sample above 0.01 ends; 0.0 if none. `samples`: mono,
-    or (frames, channels)."""
-    level = np.abs(samples).max(axis=1) if samples.ndim == 2 else np.abs(samples)
-    loud = np.flatnonzero(level > 0.01)
-    return (loud[-1] + 1) / sample_rate if len(loud) else 0.0
+def speech_end_s(samples: np.ndarray) -> float:
+    """Seconds into clean (synthesised) mono 16 kHz speech where its last sample above 0.01 ends; 0.0 if none."""
+    loud = np.flatnonzero(np.abs(samples) > 0.01)
+    return (loud[-1] + 1) / SAMPLE_RATE if len(loud) else 0.0
 
 
 def check_audio_file(path: Path):

@@ -37,6 +37,9 @@ WHISPER_ENCODER_KEYS = ("n_mels", "n_text_layer", "n_text_ctx", "n_text_state", 
 CTC_BLANKS = ("<blk>", "<eps>", "<blank>")  # sherpa's online CTC decoder needs one of these in tokens.txt
 SILERO_VAD_SAMPLE_RATE = 16000
 SILERO_VAD_WINDOW = 512  # v5+ graphs (3 inputs, 2 outputs) accept only 512-sample windows at 16 kHz
+# Silero VAD (vad mode): a pause this long ends the utterance. 0.3 s keeps the final within the 0.5 s target.
+# Here, not in the recogniser, so a protocol can default to it without loading the speech runtime.
+VAD_MIN_SILENCE_S = 0.3
 
 
 @dataclass(frozen=True)

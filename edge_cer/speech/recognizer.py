@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_cer.errors import EdgeCerError
-from edge_cer.speech.families import SILERO_VAD_SAMPLE_RATE, SILERO_VAD_WINDOW
+from edge_cer.speech.families import SILERO_VAD_SAMPLE_RATE, SILERO_VAD_WINDOW, VAD_MIN_SILENCE_S
 from edge_cer.speech.manifest import SAMPLE_RATE, AsrFolder, ModelFiles, load_asr_folder
 from edge_cer.speech.whisper import Whisper
 
@@ -88,8 +88,7 @@ class RecognizerConfig:
     rule1_min_trailing_silence: float = 2.4
     rule2_min_trailing_silence: float = 1.2
     rule3_min_utterance_length: float = 20.0
-    # Silero VAD (vad mode): a pause this long ends the utterance. 0.3 s keeps the final within the 0.5 s target.
-    vad_min_silence: float = 0.3
+    vad_min_silence: float = VAD_MIN_SILENCE_S  # a pause this long ends the utterance (speech/families.py)
     vad_threshold: float = 0.5  # Silero's own default speech probability threshold
     vad_max_speech: float = 20.0  # Whisper reads at most 30 s; same cap as the streaming rule 3
     # vad mode: a partial re-decode every 200 ms of speech, on the audio clock. The target is a partial at least
